@@ -1,0 +1,55 @@
+"""Pseudo-labelling helpers: thresholded hard labels, class counts, and an EMA class distribution."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ulfine.methods.base import PseudoLabels
+
+
+@torch.no_grad()
+def pseudo_labels(logits_weak: Tensor, threshold: float, temperature: float = 1.0) -> PseudoLabels:
+    """Hard pseudo-labels from weak-view logits [B, C] (FixMatch, Sohn et al. 2020, eq. 4).
+
+    yhat = argmax p, mask = 1[max p >= threshold], p = softmax(logits / temperature); no
+    gradient flows through them (the weak view only supervises the strong one).
+    """
+    probs = torch.softmax(logits_weak.detach().float() / temperature, dim=-1)
+    confidence, labels = probs.max(dim=-1)
+    mask = (confidence >= threshold).float()
+    return PseudoLabels(labels=labels, confidence=confidence, mask=mask, probs=probs)
+
+
+def class_histogram(labels: Tensor, num_classes: int, weights: Tensor | None = None) -> Tensor:
+    """Counts (or summed ``weights``) of each class in ``labels`` [B] -> [C].
+
+    Uses ``torch.bincount``, which sums repeated labels; an indexed ``+=`` would count a
+    repeated class only once (the slip in ACR's code).
+    """
+    if weights is not None:
+        weights = weights.float()
+    return torch.bincount(labels.long().flatten(), weights=weights, minlength=num_classes).float()
+
+
+class EMADistribution(nn.Module):
+    """A class distribution [C] tracked as an EMA of mean predicted probabilities.
+
+    value <- m * value + (1 - m) * mean_i probs_i, starting from uniform; a buffer, so
+    checkpoints carry it. Used for the unlabeled distribution P_u (ACR, ULFine).
+    """
+
+    def __init__(self, num_classes: int, momentum: float) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"EMADistribution momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.register_buffer("dist", torch.full((num_classes,), 1.0 / num_classes))
+
+    @property
+    def value(self) -> Tensor:
+        return self.dist
+
+    @torch.no_grad()
+    def update(self, probs: Tensor) -> None:
+        """Fold in a batch of probabilities [B, C] (any B >= 1)."""
+        self.dist.mul_(self.momentum).add_(probs.detach().float().mean(dim=0), alpha=1.0 - self.momentum)
