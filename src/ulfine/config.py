@@ -97,6 +97,9 @@ class ULFineConfig:
     orth: bool = True  # ablation: orthogonality loss on/off
     fusion: Literal["dual", "text", "lp"] = "dual"  # logits used for pseudo-labels and prediction
     lp_loss: Literal["la", "ce_fuse_prior"] = "la"  # how s_l is balanced (spec section 3, DLF)
+    train_text_prototypes: bool = True  # C_t gets gradients (text losses, L_orth); False: only PAF moves it
+    lp_init: Literal["text", "zeros"] = "text"  # LP head W at step 0: C_t (spec) or zeros (s_l = 0)
+    fuse_text_weight: float = 1.0  # beta in the dual fusion s = beta * s_t + s_l (spec: 1)
 
 
 @dataclass
@@ -191,6 +194,9 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "method.ulfine.mu": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "method.ulfine.proto_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "method.ulfine.pu_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "method.ulfine.lambda_orth": (lambda v: v >= 0, ">= 0"),
+    "method.ulfine.text_scale": (lambda v: v > 0, "> 0"),
+    "method.ulfine.fuse_text_weight": (lambda v: v >= 0, ">= 0"),
     "train.eval_every": (lambda v: v >= 1, ">= 1"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
     "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
