@@ -1,0 +1,82 @@
+"""`ulfine <command>`: argument parsing only; each command lives in ``ulfine.commands.<name>``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ulfine.config import ConfigError
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML run config (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.01")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ulfine", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("zeroshot", help="zero-shot CLIP accuracy on an ImageFolder split")
+    p.add_argument("--model", required=True, help="open_clip name, local-dir:PATH or hf-hub:ID")
+    p.add_argument("--pretrained", default=None, help="open_clip pretrained tag (built-in names only)")
+    p.add_argument("--checkpoint", default=None, help="explicit weights file")
+    p.add_argument("--data", required=True, help="dataset folder holding <split>/<class>/*")
+    p.add_argument("--split", default="test")
+    p.add_argument("--class-names", default=None, help="file with one class name per line")
+    p.add_argument("--templates", default="single", help="single | simple | openai")
+    p.add_argument("--prompt", default="a photo of a {}.", help="template for --templates single")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="write top1 and per_class (percent) here")
+
+    p = sub.add_parser("data", help="print and plot the labeled/unlabeled/test class distribution")
+    _add_config_args(p)
+    p.add_argument("--json", default=None, help="write the counts here")
+    p.add_argument("--plot", default=None, help="bar plot PNG (default: beside --json)")
+
+    p = sub.add_parser("train", help="train a strategy x method run (torchrun-compatible)")
+    _add_config_args(p)
+
+    p = sub.add_parser("analyze", help="pseudo-label and calibration analysis of run folders")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", default="analysis", help="output folder for figures and the table")
+
+    p = sub.add_parser("predict", help="predict classes of image files with a trained run")
+    p.add_argument("--run", required=True, help="run directory (or an export folder)")
+    p.add_argument("--images", required=True, nargs="+", help="image files or folders (recursive)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--output", default="predictions.csv")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("export", help="save a run's fine-tuned part alone (safetensors + JSON)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", default=None, help="export folder (default: RUN/export)")
+
+    p = sub.add_parser("report", help="self-contained HTML report of a run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", default=None, help="HTML file (default: RUN/report.html)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = importlib.import_module(f"ulfine.commands.{args.command}")
+    try:
+        return int(command.run(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as err:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.exception("traceback")
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"ulfine {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

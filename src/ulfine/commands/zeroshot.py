@@ -1,0 +1,64 @@
+"""`ulfine zeroshot`: CLIP zero-shot accuracy on an ImageFolder split (the first LTSSL baseline)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.datasets import ImageFolder
+
+from ulfine.config import ModelConfig
+from ulfine.engine.amp import resolve_device
+from ulfine.engine.evaluate import predict_logits
+from ulfine.metrics.accuracy import per_class_accuracy
+from ulfine.models.foundation import load_foundation, templates_for
+
+logger = logging.getLogger(__name__)
+
+
+def read_class_names(path: str | Path, num_classes: int) -> list[str]:
+    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if len(names) != num_classes:
+        raise ValueError(f"class names file '{path}' has {len(names)} names but the data has {num_classes} classes")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    cfg = ModelConfig(
+        name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+        templates=args.templates, prompt=args.prompt,
+    )
+    foundation = load_foundation(cfg, device)
+    split_dir = Path(args.data) / args.split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"split folder '{split_dir}' does not exist (expected DATA/<split>/<class>/*)")
+    dataset = ImageFolder(str(split_dir), transform=foundation.eval_transform)
+    names = read_class_names(args.class_names, len(dataset.classes)) if args.class_names else [
+        c.replace("_", " ") for c in dataset.classes
+    ]
+    prototypes = foundation.text_prototypes(names, templates_for(cfg)).to(device)  # [C, D]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+
+    def logits_fn(images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(foundation.model.encode_image(images).float(), dim=-1) @ prototypes.T
+
+    logits, targets = predict_logits(logits_fn, loader, device, args.precision, desc="zero-shot")
+    per_class = per_class_accuracy(logits.argmax(dim=1), targets, len(names))
+    result = {
+        "model": args.model,
+        "split": args.split,
+        "num_images": len(dataset),
+        "top1": float((logits.argmax(dim=1) == targets).float().mean() * 100),
+        "per_class": dict(zip(names, per_class)),
+    }
+    print(f"zero-shot top-1 on {split_dir}: {result['top1']:.2f}% ({len(dataset)} images)")
+    for name, acc in result["per_class"].items():
+        print(f"  {name:>20s}  {acc:6.2f}%")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,27 @@
+"""Device selection and mixed precision that works the same on CPU and GPU."""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device = '{name}' but no CUDA device is available; use device=cpu")
+    return device
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    """bf16/fp16 autocast on the given device; fp32 (or fp16 on CPU, which is slow) runs plain."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("train.precision = 'fp16' is not supported on CPU; use bf16 or fp32")
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])

@@ -1,0 +1,52 @@
+"""Metric values go to a JSONL file (one record per write) and TensorBoard scalars."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}/{key}" if prefix else str(key), sub, out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix] = float(value)
+
+
+class MetricsLog:
+    """Append-only metrics.jsonl + TensorBoard; a no-op on non-main DDP ranks."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.writer = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def write(self, iteration: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"iteration": iteration, "time": time.time(), **values}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            scalars: dict[str, float] = {}
+            _flatten("", values, scalars)
+            for key, value in scalars.items():
+                if "per_class" not in key:
+                    self.writer.add_scalar(key, value, iteration)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

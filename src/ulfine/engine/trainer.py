@@ -1,0 +1,341 @@
+"""The iteration-based training loop shared by every strategy x method cell.
+
+One step: draw a labeled batch B and an unlabeled batch uratio*B (weak + strong views), run
+the encoder once per view (``Learner``), let the method compute its losses, backward (with
+gradient accumulation), clip, optimiser + schedule step, the method's no-grad update (PAF),
+weight EMA. Evaluation, logging and checkpoints happen at fixed iteration intervals. The run
+folder holds config.yaml, train.log, metrics.jsonl, TensorBoard scalars, checkpoints/ and
+metrics.json.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from ulfine.config import RunConfig, save_config, to_dict
+from ulfine.data import LTSSLData, build_ltssl_data, make_loader, make_stream
+from ulfine.engine import checkpoint as ckpt
+from ulfine.engine.amp import autocast, resolve_device
+from ulfine.engine.distributed import DistInfo, barrier, init_distributed
+from ulfine.engine.evaluate import predict_logits
+from ulfine.engine.learner import Learner
+from ulfine.engine.metrics_log import MetricsLog
+from ulfine.engine.optim import build_optimizer, build_scheduler
+from ulfine.methods.base import MethodContext, StepOutput, build_method
+from ulfine.metrics.accuracy import ClassAccuracy
+from ulfine.metrics.pseudo import PseudoLabelDiagnostics
+from ulfine.models.encoder import build_image_encoder
+from ulfine.models.foundation import Foundation, load_foundation, templates_for
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN/inf; training stopped and the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    iteration: int = 0
+    best_top1: float = -1.0
+    best_iteration: int = -1
+    train_seconds: float = 0.0
+
+
+class Trainer:
+    """Builds everything a run needs from a ``RunConfig`` and runs it (``fit``)."""
+
+    def __init__(self, cfg: RunConfig, foundation: Foundation | None = None,
+                 data: LTSSLData | None = None) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.run_dir = cfg.run_dir()
+        self.state = TrainState()
+        self._stop_requested = False
+        ckpt.seed_everything(cfg.train.seed)
+        self.foundation = foundation or load_foundation(cfg.model, self.device)
+        self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
+        self._build_model()
+        self._build_optimisation()
+        self._build_streams()
+        self.accuracy = ClassAccuracy(self.data.labeled_counts)
+        self.diagnostics = PseudoLabelDiagnostics(len(self.data.class_names))
+
+    # ----------------------------------------------------------------- setup
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        names = self.data.class_names
+        self.text_prototypes = self.foundation.text_prototypes(names, templates_for(cfg.model))
+        encoder = build_image_encoder(self.foundation.visual, cfg.strategy)
+        ctx = MethodContext(
+            num_classes=len(names),
+            text_prototypes=self.text_prototypes.cpu(),
+            labeled_counts=torch.as_tensor(self.data.labeled_counts, dtype=torch.float32),
+            head=cfg.head,
+            total_iterations=cfg.optim.iterations,
+        )
+        method = build_method(cfg.method, ctx)
+        self.learner = Learner(encoder, method).to(self.device)
+        if cfg.train.compile:
+            self.learner.encoder = torch.compile(self.learner.encoder)
+        self.model: nn.Module = self.learner
+        if self.dist.enabled:
+            self.model = DistributedDataParallel(
+                self.learner, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.ema = None
+        if cfg.optim.ema > 0:
+            self.ema = AveragedModel(self.learner, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema),
+                                     use_buffers=True)
+
+    def _build_optimisation(self) -> None:
+        cfg = self.cfg
+        groups = self.learner.encoder.param_groups(cfg.optim.lr)
+        groups.append({"params": [p for p in self.learner.method.parameters() if p.requires_grad]})
+        self.optimizer = build_optimizer(groups, cfg.optim) if cfg.optim.iterations > 0 else None
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim) if self.optimizer else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
+
+    def _build_streams(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        per_rank = cfg.data.batch_size // dist.world_size // cfg.optim.grad_accum
+        if per_rank < 1:
+            raise ValueError(
+                f"data.batch_size = {cfg.data.batch_size} is smaller than world size "
+                f"{dist.world_size} x optim.grad_accum {cfg.optim.grad_accum}"
+            )
+        common = dict(seed=cfg.train.seed, num_workers=cfg.data.num_workers,
+                      rank=dist.rank, world_size=dist.world_size)
+        self.labeled_stream = make_stream(self.data.labeled, per_rank, **common)
+        self.unlabeled_stream = None
+        if self.learner.method.needs_unlabeled:
+            self.unlabeled_stream = make_stream(self.data.unlabeled, per_rank * cfg.data.uratio,
+                                                **{**common, "seed": cfg.train.seed + 1})
+
+    # ------------------------------------------------------------- training
+    def _next_batch(self) -> dict[str, Tensor | None]:
+        images, targets = self.labeled_stream.next_labeled()
+        batch: dict[str, Tensor | None] = {"labeled": images, "targets": targets,
+                                           "weak": None, "strong": None, "hidden": None}
+        if self.unlabeled_stream is not None:
+            batch["weak"], batch["strong"], batch["hidden"] = self.unlabeled_stream.next_unlabeled()
+        return {k: (v.to(self.device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
+
+    def _check_finite(self, out: StepOutput) -> None:
+        for name, value in out.losses.items():
+            if not torch.isfinite(value).all():
+                raise NonFiniteLossError(
+                    f"loss term '{name}' is {value.item()} at iteration {self.state.iteration}; "
+                    f"stopped. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}"
+                )
+
+    def train_step(self, sums: dict[str, Tensor]) -> None:
+        """One optimiser step over ``grad_accum`` micro-batches; accumulates losses into ``sums``."""
+        cfg = self.cfg
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in range(cfg.optim.grad_accum):
+            batch = self._next_batch()
+            sync = micro == cfg.optim.grad_accum - 1 or not self.dist.enabled
+            context = self.model.no_sync() if not sync else contextlib.nullcontext()
+            with context:
+                with autocast(self.device, cfg.train.precision):
+                    out: StepOutput = self.model(batch["labeled"], batch["targets"], batch["weak"], batch["strong"])
+                self._check_finite(out)
+                loss = sum(out.losses.values()) / cfg.optim.grad_accum
+                self.scaler.scale(loss).backward()
+            for name, value in out.losses.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float() / cfg.optim.grad_accum
+            if out.pseudo is not None and batch["hidden"] is not None:
+                self.diagnostics.update(out.pseudo, batch["hidden"])
+        if cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.learner.parameters(), cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.learner.method.after_optimizer_step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.learner)
+
+    def fit(self) -> dict[str, Any]:
+        """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content."""
+        cfg = self.cfg
+        self._prepare_run_dir()
+        log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard)
+        previous = self._install_signal_handlers()
+        sums: dict[str, Tensor] = {}
+        bar = tqdm(total=cfg.optim.iterations, initial=self.state.iteration, desc="train",
+                   disable=not self.dist.is_main, dynamic_ncols=True)
+        try:
+            while self.state.iteration < cfg.optim.iterations and not self._stop_requested:
+                start = time.perf_counter()
+                self.train_step(sums)
+                self.state.iteration += 1
+                self.state.train_seconds += time.perf_counter() - start
+                bar.update(1)
+                self._periodic(log, sums, bar)
+        finally:
+            bar.close()
+            _restore_signal_handlers(previous)
+        if self._stop_requested:
+            self.save_checkpoint("last")
+            logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
+                           self.state.iteration, self.run_dir / "config.yaml")
+            log.close()
+            return {}
+        final = self.evaluate()
+        result = self._final_metrics(final)
+        if self.dist.is_main:
+            log.write(self.state.iteration, {"test": final})
+            (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+            self.save_checkpoint("last")
+        log.close()
+        barrier()
+        return result
+
+    def _periodic(self, log: MetricsLog, sums: dict[str, Tensor], bar: tqdm) -> None:
+        cfg, it = self.cfg, self.state.iteration
+        if it % cfg.train.log_every == 0 and sums:
+            scalars = {f"loss/{k}": float(v) / cfg.train.log_every for k, v in sums.items()}
+            scalars["lr"] = self.optimizer.param_groups[-1]["lr"]
+            log.write(it, scalars)
+            bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
+            sums.clear()
+        if it % cfg.train.eval_every == 0 and it < cfg.optim.iterations:
+            metrics = self.evaluate()
+            pseudo = self.diagnostics.compute()
+            self.diagnostics.reset()
+            log.write(it, {"test": metrics, "pseudo": pseudo, "method": _tolist(self.learner.method.diagnostics())})
+            if metrics["top1"] > self.state.best_top1:
+                self.state.best_top1, self.state.best_iteration = metrics["top1"], it
+                self.save_checkpoint("best")
+        if it % cfg.train.checkpoint_every == 0:
+            self.save_checkpoint("last")
+
+    # ------------------------------------------------------------ evaluation
+    def eval_module(self) -> Learner:
+        return self.ema.module if self.ema is not None else self.learner
+
+    @torch.no_grad()
+    def predict(self, split: str = "test") -> tuple[Tensor, Tensor]:
+        dataset = self.data.test if split == "test" else self.data.val
+        loader = make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+        module = self.eval_module().eval()
+        return predict_logits(module.predict, loader, self.device, self.cfg.train.precision,
+                              desc=f"eval {split}", progress=self.dist.is_main)
+
+    def evaluate(self, split: str = "test") -> dict[str, Any]:
+        logits, targets = self.predict(split)
+        self.accuracy.reset()
+        self.accuracy.update(logits, targets)
+        return self.accuracy.compute()
+
+    def _final_metrics(self, test: dict[str, Any]) -> dict[str, Any]:
+        pseudo = self.diagnostics.compute() if self.learner.method.needs_unlabeled else {}
+        return {
+            **test,
+            "train_seconds": self.state.train_seconds,
+            "iterations": self.state.iteration,
+            "best_top1": max(self.state.best_top1, test["top1"]),
+            "class_names": self.data.class_names,
+            "labeled_counts": list(self.data.labeled_counts),
+            "unlabeled_counts": list(self.data.unlabeled_counts) if self.data.unlabeled_counts else None,
+            "pseudo_labels": pseudo,
+            "method_state": _tolist(self.learner.method.diagnostics()),
+        }
+
+    # ------------------------------------------------------- checkpoint/resume
+    def _prepare_run_dir(self) -> None:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if self.cfg.output.resume and last.is_file():
+            self.load_checkpoint(last)
+            logger.info("resumed %s at iteration %d", self.run_dir, self.state.iteration)
+        elif self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            _attach_file_log(self.run_dir / "train.log")
+        barrier()
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.state.iteration,
+            "train_state": vars(self.state).copy(),
+            "config": to_dict(self.cfg),
+            "encoder": self.learner.encoder.tuned_state_dict(),
+            "method": self.learner.method.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "labeled_stream": self.labeled_stream.state_dict(),
+            "unlabeled_stream": self.unlabeled_stream.state_dict() if self.unlabeled_stream else None,
+            "diagnostics": self.diagnostics.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+
+    def save_checkpoint(self, name: str) -> None:
+        if self.dist.is_main:
+            ckpt.atomic_save(self.checkpoint_state(), self.run_dir / "checkpoints" / f"{name}.pt")
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        self.learner.encoder.load_tuned_state_dict(state["encoder"])
+        self.learner.method.load_state_dict(state["method"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.labeled_stream.load_state_dict(state["labeled_stream"])
+        if self.unlabeled_stream is not None:
+            self.unlabeled_stream.load_state_dict(state["unlabeled_stream"])
+        self.diagnostics.load_state_dict(state["diagnostics"])
+        ckpt.set_rng_state(state["rng"])
+        self.state = TrainState(**state["train_state"])
+
+    # ---------------------------------------------------------------- signals
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGINT/SIGTERM finish the current step, write a checkpoint and exit cleanly."""
+        def request_stop(signum: int, frame: Any) -> None:
+            logger.warning("signal %d: stopping after this step", signum)
+            self._stop_requested = True
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, request_stop)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _tolist(values: dict[str, Tensor]) -> dict[str, Any]:
+    return {k: v.detach().cpu().tolist() if isinstance(v, Tensor) else v for k, v in values.items()}
+
+
+def _attach_file_log(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("ulfine").addHandler(handler)
