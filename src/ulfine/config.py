@@ -80,10 +80,15 @@ class HeadConfig:
 
 @dataclass
 class ACRConfig:
-    tau_range: tuple[float, float, float] = (2.0, 1.0, 0.0)  # tau for (consistent, uniform, reversed)
+    # tau for an unlabeled estimate at the (consistent, uniform, reversed) anchor; the pseudo-labels
+    # of the standard head come from logits - tau * log(pi_l) (ACR: tau_min = 0 .. tau_max = tau1 = 2)
+    tau_range: tuple[float, float, float] = (0.0, 1.0, 2.0)
     est_every: int = 500  # re-estimate tau every N iterations (ACR: each epoch)
-    pu_momentum: float = 0.999  # EMA of the unlabeled prediction distribution
+    est_start: int = 0  # iterations before the unlabeled distribution is estimated (ACR: 5 epochs)
+    pu_momentum: float = 0.99  # EMA of the unlabeled class distribution (ACR's --ema-u in its README)
     lambda_bal: float = 1.0  # weight of the balanced (logit-adjusted) head's losses
+    tau_bal: float = 2.0  # LA strength of the balanced head's labeled loss (ACR: tau2)
+    tau_bal_targets: float = 2.0  # prior removed from the standard logits to label the balanced head (ACR: tau12)
 
 
 @dataclass
@@ -191,6 +196,10 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "strategy.lora_rank": (lambda v: v >= 1, ">= 1"),
     "strategy.vpt_length": (lambda v: v >= 1, ">= 1"),
     "head.scale": (lambda v: v > 0, "> 0"),
+    "method.acr.est_every": (lambda v: v >= 1, ">= 1"),
+    "method.acr.est_start": (lambda v: v >= 0, ">= 0"),
+    "method.acr.pu_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "method.acr.lambda_bal": (lambda v: v >= 0, ">= 0"),
     "method.ulfine.mu": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "method.ulfine.proto_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "method.ulfine.pu_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -34,3 +34,11 @@ def test_ema_distribution_update() -> None:
     ema.update(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
     assert torch.allclose(ema.value, torch.tensor([0.75, 0.25]))
     assert "dist" in ema.state_dict()
+
+
+def test_ema_distribution_inactive_update_keeps_value() -> None:
+    ema = EMADistribution(2, momentum=0.5)
+    ema.update(torch.tensor([[1.0, 0.0]]), active=torch.tensor(False))
+    assert ema.value.tolist() == [0.5, 0.5]
+    ema.update(torch.tensor([[1.0, 0.0]]), active=torch.tensor(True))
+    assert ema.value.tolist() == [0.75, 0.25]

@@ -50,6 +50,13 @@ class EMADistribution(nn.Module):
         return self.dist
 
     @torch.no_grad()
-    def update(self, probs: Tensor) -> None:
-        """Fold in a batch of probabilities [B, C] (any B >= 1)."""
-        self.dist.mul_(self.momentum).add_(probs.detach().float().mean(dim=0), alpha=1.0 - self.momentum)
+    def update(self, probs: Tensor, active: Tensor | None = None) -> None:
+        """Fold in a batch of probabilities [B, C] (any B >= 1).
+
+        ``active`` (bool scalar tensor) skips the update where False without a host sync,
+        e.g. for a batch with no confident prediction.
+        """
+        updated = self.momentum * self.dist + (1.0 - self.momentum) * probs.detach().float().mean(dim=0)
+        if active is not None:
+            updated = torch.where(active, updated, self.dist)
+        self.dist.copy_(updated)
