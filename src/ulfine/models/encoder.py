@@ -1,0 +1,123 @@
+"""The image encoder under one of the paper's fine-tuning strategies (ULFINE.md §4).
+
+``z = normalize(f(x))`` [B, D] in CLIP's joint space. Strategies, registered by name:
+
+- ``zeroshot`` / ``lp``: everything frozen (``is_frozen``: the trainer may run it under
+  ``no_grad`` and cache features).
+- ``lft``: everything frozen, then the PEFT module ``strategy.peft`` is attached and only its
+  parameters train.
+- ``fft``: every visual weight trains, at ``strategy.encoder_lr`` when set.
+
+The text tower is never seen here: the encoder wraps ``model.visual`` only.
+
+Attention: open_clip 3.3.0 blocks call ``nn.MultiheadAttention`` with ``need_weights=False``,
+which runs PyTorch's fused ``scaled_dot_product_attention`` (and the native fast path in
+no-grad inference), also with LoRA's parametrized weight, so no extra switch is needed.
+Every strategy attaches to all blocks, so there is no frozen prefix to run without autograd.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ulfine.config import StrategyConfig
+from ulfine.models.peft import PEFT
+from ulfine.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+# visual (already frozen), cfg -> container whose parameters() are the ones to fine-tune
+STRATEGIES: Registry[Callable[[nn.Module, StrategyConfig], nn.Module]] = Registry("strategy")
+
+
+@STRATEGIES.register("zeroshot")
+@STRATEGIES.register("lp")
+def _frozen(visual: nn.Module, cfg: StrategyConfig) -> nn.Module:
+    return nn.Module()
+
+
+@STRATEGIES.register("lft")
+def _lightweight(visual: nn.Module, cfg: StrategyConfig) -> nn.Module:
+    return PEFT.get(cfg.peft)(visual, cfg)
+
+
+@STRATEGIES.register("fft")
+def _full(visual: nn.Module, cfg: StrategyConfig) -> nn.Module:
+    return visual
+
+
+class ImageEncoder(nn.Module):
+    """``x`` [B, 3, H, W] -> ``z`` [B, D], L2-normalised; knows which of its weights are tuned.
+
+    The tuned parameters are identified by name, so ``tuned_state_dict`` holds exactly what
+    fine-tuning changed (the PEFT container, all visual weights for FFT, nothing for LP).
+    """
+
+    def __init__(self, visual: nn.Module, tuned_names: frozenset[str], encoder_lr: float | None) -> None:
+        super().__init__()
+        self.visual = visual
+        self.tuned_names = tuned_names
+        self.encoder_lr = encoder_lr
+
+    def forward(self, images: Tensor) -> Tensor:
+        return F.normalize(self.visual(images), dim=-1)
+
+    @property
+    def is_frozen(self) -> bool:
+        """True when nothing in the encoder trains (zeroshot, lp)."""
+        return not self.tuned_names
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [param for name, param in self.named_parameters() if name in self.tuned_names]
+
+    def param_groups(self, base_lr: float) -> list[dict]:
+        """Optimiser groups for the encoder: [] when frozen, else one group at its lr."""
+        if self.is_frozen:
+            return []
+        lr = base_lr if self.encoder_lr is None else self.encoder_lr
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
+    def tuned_state_dict(self) -> dict[str, Tensor]:
+        """The fine-tuned tensors only, keyed as in ``state_dict()`` (small exports)."""
+        return {name: param.detach().clone() for name, param in self.named_parameters() if name in self.tuned_names}
+
+    @torch.no_grad()
+    def load_tuned_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Inverse of ``tuned_state_dict``; missing, unexpected or mis-shaped keys raise."""
+        missing = sorted(self.tuned_names - state.keys())
+        unexpected = sorted(state.keys() - self.tuned_names)
+        if missing or unexpected:
+            raise KeyError(f"tuned state does not match the encoder: missing {missing}, unexpected {unexpected}")
+        params = dict(self.named_parameters())
+        for name, value in state.items():
+            if params[name].shape != value.shape:
+                raise ValueError(
+                    f"tuned state '{name}' has shape {tuple(value.shape)}, encoder has {tuple(params[name].shape)}"
+                )
+            params[name].copy_(value)
+
+
+def _tuned_names(visual: nn.Module, container: nn.Module, strategy: str) -> frozenset[str]:
+    """Names (under ``visual.``) of the container's parameters, which the ViT must own."""
+    owned = {id(param): f"visual.{name}" for name, param in visual.named_parameters()}
+    stray = [name for name, param in container.named_parameters() if id(param) not in owned]
+    if stray:
+        raise RuntimeError(f"strategy '{strategy}' returned parameters the ViT does not own: {stray[:5]}")
+    return frozenset(owned[id(param)] for param in container.parameters())
+
+
+def build_image_encoder(visual: nn.Module, cfg: StrategyConfig) -> ImageEncoder:
+    """Freezes ``visual``, applies strategy ``cfg.name`` in place, and wraps it."""
+    visual.requires_grad_(False)
+    container = STRATEGIES.get(cfg.name)(visual, cfg)
+    container.requires_grad_(True)
+    tuned = _tuned_names(visual, container, cfg.name)
+    count = sum(param.numel() for param in container.parameters())
+    logger.info("strategy %s%s: %d trainable encoder parameters", cfg.name,
+                f" ({cfg.peft})" if cfg.name == "lft" else "", count)
+    encoder_lr = cfg.encoder_lr if cfg.name == "fft" else None
+    return ImageEncoder(visual, tuned, encoder_lr)

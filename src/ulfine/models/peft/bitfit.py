@@ -1,0 +1,23 @@
+"""BitFit (Ben Zaken et al., ACL 2022): fine-tune only the bias terms of the image encoder.
+
+Every parameter of the visual tower whose name ends in ``bias`` (attention, MLP and LayerNorm
+biases) is trainable. The ViT is not changed, so step 0 equals the frozen model. The biases stay
+owned by the ViT; the returned ``nn.ParameterList`` only shares them, which is all a container
+needs (``parameters()`` yields exactly the tuned tensors).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ulfine.config import StrategyConfig
+from ulfine.models.peft.base import PEFT, residual_blocks
+
+
+@PEFT.register("bitfit")
+def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ParameterList:
+    """Returns the visual tower's biases; ``cfg`` has no BitFit options."""
+    residual_blocks(visual)
+    biases = [param for name, param in visual.named_parameters() if name.endswith("bias")]
+    if not biases:
+        raise TypeError(f"{type(visual).__name__} has no bias parameters for BitFit to tune")
+    return nn.ParameterList(biases)
