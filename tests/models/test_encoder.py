@@ -1,7 +1,8 @@
+import open_clip
 import pytest
 import torch
 
-from conftest import make_tiny_clip
+from tests.conftest import make_tiny_clip
 from ulfine.config import StrategyConfig
 from ulfine.models.encoder import STRATEGIES, build_image_encoder
 from ulfine.models.peft import PEFT
@@ -83,13 +84,12 @@ def test_lp_exports_nothing_and_bad_state_raises(tiny_clip):
 
 
 def test_trainable_counts_on_real_miniclip(miniclip_dir):
-    import open_clip
-
     counts = {}
     for name, peft in CASES:
         model = open_clip.create_model(f"local-dir:{miniclip_dir}").eval()
         encoder = build_image_encoder(model.visual, StrategyConfig(name=name, peft=peft))
-        counts[f"{name}/{peft}" if name == "lft" else name] = sum(p.numel() for p in encoder.trainable_parameters())
+        key = f"{name}/{peft}" if name == "lft" else name
+        counts[key] = sum(p.numel() for p in encoder.trainable_parameters())
         with torch.no_grad():
             assert encoder(torch.randn(2, 3, 32, 32)).shape == (2, 384)
     assert counts["lp"] == counts["zeroshot"] == 0

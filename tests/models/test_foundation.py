@@ -1,26 +1,10 @@
-import json
-
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from ulfine.config import ModelConfig
 from ulfine.models.foundation import ModelNotFoundError, load_foundation, templates_for
 
-
-def save_local_dir(model, folder):
-    """Write ``model`` in open_clip's local-dir format (config + safetensors)."""
-    folder.mkdir()
-    visual = model.visual
-    model_cfg = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    preprocess = {"size": 32, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "interpolation": "bilinear"}
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
-    assert visual is not None
+from tests.conftest import save_local_dir
 
 
 def test_local_dir_round_trip_gives_identical_features(tiny_clip, tmp_path):

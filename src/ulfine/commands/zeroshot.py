@@ -6,24 +6,20 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.datasets import ImageFolder
 
 from ulfine.config import ModelConfig
+from ulfine.data.datasets import read_class_names
+from ulfine.data.sources import scan_class_folders
+from ulfine.data.views import Views
 from ulfine.engine.amp import resolve_device
-from ulfine.engine.evaluate import predict_logits
+from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.metrics.accuracy import per_class_accuracy
 from ulfine.models.foundation import load_foundation, templates_for
 
 logger = logging.getLogger(__name__)
-
-
-def read_class_names(path: str | Path, num_classes: int) -> list[str]:
-    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    if len(names) != num_classes:
-        raise ValueError(f"class names file '{path}' has {len(names)} names but the data has {num_classes} classes")
-    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,14 +30,13 @@ def run(args: argparse.Namespace) -> int:
     )
     foundation = load_foundation(cfg, device)
     split_dir = Path(args.data) / args.split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"split folder '{split_dir}' does not exist (expected DATA/<split>/<class>/*)")
-    dataset = ImageFolder(str(split_dir), transform=foundation.eval_transform)
-    names = read_class_names(args.class_names, len(dataset.classes)) if args.class_names else [
-        c.replace("_", " ") for c in dataset.classes
+    folders, source = scan_class_folders(split_dir, "error")
+    dataset = Views(source, np.arange(len(source)), {"image": foundation.eval_transform})
+    names = read_class_names(args.class_names, len(folders)) if args.class_names else [
+        c.replace("_", " ") for c in folders
     ]
     prototypes = foundation.text_prototypes(names, templates_for(cfg)).to(device)  # [C, D]
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    loader = eval_loader(dataset, args.batch_size, args.workers)
 
     def logits_fn(images: torch.Tensor) -> torch.Tensor:
         return F.normalize(foundation.model.encode_image(images).float(), dim=-1) @ prototypes.T

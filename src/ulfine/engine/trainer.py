@@ -25,11 +25,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ulfine.config import RunConfig, save_config, to_dict
-from ulfine.data import LTSSLData, build_ltssl_data, make_loader, make_stream
+from ulfine.data import LTSSLData, build_ltssl_data, make_stream
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
-from ulfine.engine.evaluate import predict_logits
+from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.learner import Learner
 from ulfine.engine.metrics_log import MetricsLog
 from ulfine.engine.optim import build_optimizer, build_scheduler
@@ -113,27 +113,27 @@ class Trainer:
 
     def _build_streams(self) -> None:
         cfg, dist = self.cfg, self.dist
-        per_rank = cfg.data.batch_size // dist.world_size // cfg.optim.grad_accum
-        if per_rank < 1:
+        micro = cfg.data.batch_size // cfg.optim.grad_accum  # global micro-batch, split over ranks
+        if micro % dist.world_size or micro * cfg.optim.grad_accum != cfg.data.batch_size or micro == 0:
             raise ValueError(
-                f"data.batch_size = {cfg.data.batch_size} is smaller than world size "
-                f"{dist.world_size} x optim.grad_accum {cfg.optim.grad_accum}"
+                f"data.batch_size = {cfg.data.batch_size} must be a multiple of optim.grad_accum "
+                f"({cfg.optim.grad_accum}) x the number of processes ({dist.world_size})"
             )
-        common = dict(seed=cfg.train.seed, num_workers=cfg.data.num_workers,
-                      rank=dist.rank, world_size=dist.world_size)
-        self.labeled_stream = make_stream(self.data.labeled, per_rank, **common)
+        common = dict(num_workers=cfg.data.num_workers, rank=dist.rank, world_size=dist.world_size)
+        self.labeled_stream = make_stream(self.data.labeled, micro, seed=cfg.train.seed, **common)
         self.unlabeled_stream = None
         if self.learner.method.needs_unlabeled:
-            self.unlabeled_stream = make_stream(self.data.unlabeled, per_rank * cfg.data.uratio,
-                                                **{**common, "seed": cfg.train.seed + 1})
+            self.unlabeled_stream = make_stream(self.data.unlabeled, micro * cfg.data.uratio,
+                                                seed=cfg.train.seed + 1, **common)
 
     # ------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, Tensor | None]:
-        images, targets = self.labeled_stream.next_labeled()
-        batch: dict[str, Tensor | None] = {"labeled": images, "targets": targets,
+        labeled = next(self.labeled_stream)
+        batch: dict[str, Tensor | None] = {"labeled": labeled["image"], "targets": labeled["label"],
                                            "weak": None, "strong": None, "hidden": None}
         if self.unlabeled_stream is not None:
-            batch["weak"], batch["strong"], batch["hidden"] = self.unlabeled_stream.next_unlabeled()
+            unlabeled = next(self.unlabeled_stream)
+            batch.update(weak=unlabeled["weak"], strong=unlabeled["strong"], hidden=unlabeled["label"])
         return {k: (v.to(self.device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
 
     def _check_finite(self, out: StepOutput) -> None:
@@ -235,7 +235,7 @@ class Trainer:
     @torch.no_grad()
     def predict(self, split: str = "test") -> tuple[Tensor, Tensor]:
         dataset = self.data.test if split == "test" else self.data.val
-        loader = make_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+        loader = eval_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
         module = self.eval_module().eval()
         return predict_logits(module.predict, loader, self.device, self.cfg.train.precision,
                               desc=f"eval {split}", progress=self.dist.is_main)
