@@ -83,7 +83,8 @@ class ImageEncoder(nn.Module):
 
     def tuned_state_dict(self) -> dict[str, Tensor]:
         """The fine-tuned tensors only, keyed as in ``state_dict()`` (small exports)."""
-        return {name: param.detach().clone() for name, param in self.named_parameters() if name in self.tuned_names}
+        params = self.named_parameters()
+        return {name: param.detach().clone() for name, param in params if name in self.tuned_names}
 
     @torch.no_grad()
     def load_tuned_state_dict(self, state: dict[str, Tensor]) -> None:
@@ -91,12 +92,15 @@ class ImageEncoder(nn.Module):
         missing = sorted(self.tuned_names - state.keys())
         unexpected = sorted(state.keys() - self.tuned_names)
         if missing or unexpected:
-            raise KeyError(f"tuned state does not match the encoder: missing {missing}, unexpected {unexpected}")
+            raise KeyError(
+                f"tuned state does not match the encoder: missing {missing}, unexpected {unexpected}"
+            )
         params = dict(self.named_parameters())
         for name, value in state.items():
             if params[name].shape != value.shape:
                 raise ValueError(
-                    f"tuned state '{name}' has shape {tuple(value.shape)}, encoder has {tuple(params[name].shape)}"
+                    f"tuned state '{name}' has shape {tuple(value.shape)}, "
+                    f"encoder has {tuple(params[name].shape)}"
                 )
             params[name].copy_(value)
 
