@@ -1,0 +1,72 @@
+"""Top-1 accuracy overall, per class and per head / medium / tail group (ULFINE.md section 1)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from ulfine.metrics.base import Accumulator, percent
+
+GROUP_NAMES = ("head", "medium", "tail")
+
+
+def groups_by_count(counts: Sequence[int] | Tensor) -> dict[str, list[int]]:
+    """Thirds of the classes ordered by labeled count N_k, most frequent first.
+
+    Ties keep class order (stable sort). When C is not a multiple of 3 the earlier groups
+    take the extra class (``torch.tensor_split``), e.g. 10 classes -> 4 / 3 / 3.
+    """
+    counts = torch.as_tensor(counts)
+    if counts.numel() < len(GROUP_NAMES):
+        raise ValueError(f"need at least 3 classes to form head/medium/tail groups, got counts {counts.tolist()}")
+    order = torch.sort(counts, descending=True, stable=True).indices
+    return {name: part.tolist() for name, part in zip(GROUP_NAMES, torch.tensor_split(order, len(GROUP_NAMES)))}
+
+
+class ClassAccuracy(Accumulator):
+    """Accumulates correct / total per class; ``compute`` gives percentages.
+
+    Group accuracy pools the group's test samples (equal to the mean per-class accuracy on
+    a balanced test set). Pass the labeled ``counts`` to split into thirds, or explicit
+    ``groups`` (name -> class indices) where a dataset defines them; both need ``num_classes``
+    or ``counts`` for the size.
+    """
+
+    def __init__(
+        self,
+        counts: Sequence[int] | Tensor | None = None,
+        groups: dict[str, Sequence[int]] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if num_classes is None:
+            if counts is None:
+                raise ValueError("ClassAccuracy needs counts or num_classes")
+            num_classes = len(counts)
+        self.num_classes = num_classes
+        self.groups = {k: list(v) for k, v in groups.items()} if groups is not None else (
+            groups_by_count(counts) if counts is not None else {}
+        )
+        for name, members in self.groups.items():
+            if any(not 0 <= k < num_classes for k in members):
+                raise ValueError(f"group '{name}' has classes outside [0, {num_classes}): {members}")
+        super().__init__({"correct": (num_classes,), "total": (num_classes,)})
+
+    @torch.no_grad()
+    def update(self, logits_or_preds: Tensor, targets: Tensor) -> None:
+        """Logits [N, C] (argmax taken) or predicted classes [N]; targets [N]."""
+        preds = logits_or_preds.argmax(dim=-1) if logits_or_preds.dim() == 2 else logits_or_preds
+        targets = targets.to(preds.device).long()
+        self._follow(preds.device)
+        hits = (preds.long() == targets).float()
+        self.add("correct", torch.bincount(targets, weights=hits, minlength=self.num_classes))
+        self.add("total", torch.bincount(targets, minlength=self.num_classes))
+
+    def compute(self) -> dict[str, Any]:
+        correct, total = self.state["correct"].cpu(), self.state["total"].cpu()
+        result: dict[str, Any] = {"top1": percent(correct.sum().view(1), total.sum().view(1))[0]}
+        for name, members in self.groups.items():
+            result[name] = percent(correct[members].sum().view(1), total[members].sum().view(1))[0]
+        result["per_class"] = percent(correct, total)
+        result["groups"] = self.groups
+        return result
