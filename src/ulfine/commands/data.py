@@ -1,0 +1,88 @@
+"""`ulfine data`: show the class distribution a config produces, without a model.
+
+Prints the per-class labeled / unlabeled / test table, writes it as JSON (``--json``: keys
+labeled_counts, unlabeled_counts, test_counts, class_names; unlabeled_counts is null where
+the hidden labels are unknown) and saves a bar plot (``--plot``; default next to the JSON file,
+else ./data_distribution.png).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # renders with Agg, leaves pyplot's global backend alone
+
+from ulfine.config import load_config
+from ulfine.data.build import LTSSLSplits, build_splits
+
+logger = logging.getLogger(__name__)
+
+
+def count_table(splits: LTSSLSplits) -> str:
+    """Per-class rows ``class | labeled | unlabeled | test`` plus a total row."""
+    unlabeled = splits.unlabeled_counts
+    rows = [("class", "labeled", "unlabeled", "test")]
+    for k, name in enumerate(splits.class_names):
+        rows.append((name, str(splits.labeled_counts[k]), "?" if unlabeled is None else str(unlabeled[k]),
+                     str(splits.test_counts[k])))
+    total_unlabeled = str(len(splits.unlabeled_indices))
+    rows.append(("total", str(sum(splits.labeled_counts)), total_unlabeled, str(sum(splits.test_counts))))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{r[0]:<{width}}  {r[1]:>8}  {r[2]:>9}  {r[3]:>6}" for r in rows)
+
+
+def count_record(splits: LTSSLSplits) -> dict:
+    return {
+        "class_names": splits.class_names,
+        "labeled_counts": splits.labeled_counts,
+        "unlabeled_counts": splits.unlabeled_counts,
+        "test_counts": splits.test_counts,
+    }
+
+
+def plot_counts(splits: LTSSLSplits, title: str, path: Path) -> None:
+    """Grouped bars per class (labeled, unlabeled if known, test), log scale for the long tail."""
+    series = {"labeled": splits.labeled_counts, "unlabeled": splits.unlabeled_counts, "test": splits.test_counts}
+    series = {name: counts for name, counts in series.items() if counts is not None}
+    x = np.arange(len(splits.class_names))
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(max(6.0, 0.45 * len(x) + 2), 4))
+    ax = fig.subplots()
+    for i, (name, counts) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, counts, width, label=name)
+    ax.set_yscale("log")
+    ax.set_xticks(x, splits.class_names if len(x) <= 30 else [str(k) for k in x], rotation=60, ha="right",
+                  fontsize=8)
+    ax.set_ylabel("images per class")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: bars fill the axes
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def plot_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "plot", None):
+        return Path(args.plot)
+    if args.json:
+        return Path(args.json).with_suffix(".png")
+    return Path("data_distribution.png")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``args``: config (path or None), overrides (list of key=value), json, plot (paths or None)."""
+    cfg = load_config(args.config, args.overrides).data
+    splits = build_splits(cfg)
+    print(count_table(splits))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(count_record(splits), indent=2))
+        logger.info("wrote %s", args.json)
+    title = (f"{cfg.dataset}: N1={cfg.n1} M1={cfg.m1} gamma_l={cfg.gamma_l:g} gamma_u={cfg.gamma_u:g} "
+             f"{cfg.distribution}")
+    path = plot_path(args)
+    plot_counts(splits, title, path)
+    logger.info("wrote %s", path)

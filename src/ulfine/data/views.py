@@ -1,0 +1,70 @@
+"""`Views`: a subset of an image source, each item one or more transformed views as a dict.
+
+Item layout (what the trainer consumes; `default_collate` stacks it into a batch dict):
+
+- labeled:      {"image": weak view [3, H, W], "label": class, "index": source index}
+- unlabeled:    {"weak": [3, H, W], "strong": [3, H, W], "label": hidden class or -1, "index"}
+- val / test:   {"image": eval view [3, H, W], "label": class, "index"}
+
+"index" is the image's position in ``views.source`` (the full training set for labeled and
+unlabeled data, the test set for test), stable across runs: a key for feature caches.
+
+Bad images (data.bad_images): 'error' raises `BadImageError` naming the file; 'skip' logs a
+warning naming it and serves the next readable image of this subset instead (with that
+image's own label and index). ``skipped`` counts the skips of this process only: with loader
+workers each worker keeps its own count, and the warnings in the log are the full record.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ulfine.data.sources import BadImageError, BadImagePolicy, ImageSource
+
+logger = logging.getLogger(__name__)
+
+
+class Views(Dataset):
+    """``source`` restricted to ``indices``; ``transforms`` maps each view name to its transform."""
+
+    def __init__(
+        self,
+        source: ImageSource,
+        indices: Any,
+        transforms: dict[str, Callable[[Image.Image], Any]],
+        bad_images: BadImagePolicy = "error",
+    ) -> None:
+        self.source = source
+        self.indices = [int(i) for i in indices]
+        self.transforms = transforms
+        self.bad_images = bad_images
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def labels(self) -> list[int]:
+        return [int(self.source.targets[i]) for i in self.indices]
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index, image = self.load_readable(position)
+        item: dict[str, Any] = {name: transform(image) for name, transform in self.transforms.items()}
+        item["label"] = int(self.source.targets[index])
+        item["index"] = index
+        return item
+
+    def load_readable(self, position: int) -> tuple[int, Image.Image]:
+        """(source index, image) at ``position``, or under 'skip' the next readable one."""
+        for step in range(len(self.indices)):
+            index = self.indices[(position + step) % len(self.indices)]
+            try:
+                return index, self.source.load(index)
+            except BadImageError as err:
+                if self.bad_images == "error":
+                    raise
+                self.skipped += 1
+                logger.warning("skipping bad image (%d skipped in this process): %s", self.skipped, err)
+        raise BadImageError(f"no readable image among the {len(self.indices)} of this split")
