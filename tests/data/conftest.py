@@ -38,8 +38,8 @@ def tree(tmp_path: Path) -> Path:
 
 
 def imagefolder_cfg(root: Path, **overrides: object) -> DataConfig:
-    """An imagefolder config whose protocol fits the 12-image classes: N = 4,2,1; M = 6,2,1."""
-    values: dict[str, object] = dict(dataset="imagefolder", root=str(root), n1=4, m1=6, gamma_l=4.0, gamma_u=6.0)
+    """An imagefolder config whose protocol fits the 12-image classes: N = 4,2,1; M = 6,3,1."""
+    values: dict[str, object] = dict(dataset="imagefolder", root=str(root), n1=4, m1=6, gamma_l=4.0, gamma_u=4.0)
     values.update(overrides)
     return DataConfig(**values)  # type: ignore[arg-type]
 

@@ -23,7 +23,7 @@ def test_imagefolder_splits_follow_the_protocol(tree: Path, folder_cfg: CfgMaker
     splits = build_splits(folder_cfg(tree))
     assert splits.class_names == ["a", "b", "c"]
     assert splits.labeled_counts == [4, 2, 1]
-    assert splits.unlabeled_counts == [6, 2, 1]
+    assert splits.unlabeled_counts == [6, 3, 1]
     assert splits.test_counts == [2, 2, 2]
     paths = splits.source.train.paths
     assert [Path(paths[i]).name for i in splits.labeled_indices[:4]] == ["000.png", "001.png", "002.png", "003.png"]
@@ -35,7 +35,7 @@ def test_contained_and_val_options(tree: Path, folder_cfg: CfgMaker) -> None:
     assert splits.val_counts == [2, 1, 0]
     assert splits.labeled_counts == [2, 1, 1]
     assert set(splits.labeled_indices) | set(splits.val_indices) <= set(splits.unlabeled_indices)
-    assert splits.unlabeled_counts == [10, 4, 2]
+    assert splits.unlabeled_counts == [10, 5, 2]
 
 
 def test_unlabeled_folder_is_used_whole_with_unknown_labels(tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker) -> None:

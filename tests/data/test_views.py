@@ -1,0 +1,68 @@
+"""Weak/strong/eval views, the built datasets' item layout, and bad-image handling."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from ulfine.config import DataConfig
+from ulfine.data import BadImageError, build_ltssl_data, build_transforms
+from ulfine.data.sources import FileSource
+from ulfine.data.views import Views
+
+CfgMaker = Callable[..., DataConfig]
+PREPROCESS = {"size": 32, "mean": (0.5, 0.4, 0.3), "std": (0.2, 0.2, 0.2), "interpolation": "bicubic"}
+
+
+def test_views_follow_the_model_preprocess_cfg(tiny_clip: open_clip.CLIP) -> None:
+    views = build_transforms(open_clip.get_model_preprocess_cfg(tiny_clip), DataConfig())
+    image = Image.new("RGB", (48, 40), (128, 64, 32))
+    for transform in (views.weak, views.strong, views.eval):
+        assert transform(image).shape == (3, 32, 32)
+
+
+def test_mean_and_std_come_from_the_cfg() -> None:
+    image = Image.new("RGB", (32, 32), (255, 255, 255))
+    out = build_transforms(PREPROCESS, DataConfig()).eval(image)
+    assert torch.allclose(out[:, 0, 0], torch.tensor([2.5, 3.0, 3.5]))
+
+
+def test_unknown_preprocess_key_is_named() -> None:
+    with pytest.raises(ValueError, match="'sise'"):
+        build_transforms({"sise": 32}, DataConfig())
+
+
+def test_items_and_strong_differs_from_weak(tree: Path, folder_cfg: CfgMaker) -> None:
+    torch.manual_seed(0)
+    data = build_ltssl_data(folder_cfg(tree, val_per_class=1), PREPROCESS)
+    labeled, unlabeled, test = data.labeled[0], data.unlabeled[0], data.test[0]
+    assert set(labeled) == {"image", "label", "index"} and labeled["image"].shape == (3, 32, 32)
+    assert set(unlabeled) == {"weak", "strong", "label", "index"}
+    assert unlabeled["index"] == data.unlabeled_indices[0] and unlabeled["label"] == 0
+    assert not torch.equal(unlabeled["weak"], unlabeled["strong"])
+    assert set(test) == {"image", "label", "index"}
+    assert data.val is not None and len(data.val) == 2  # N = 4, 2, 1 -> V = 1, 1, 0 (at most N // 2)
+    assert data.labeled_counts == [3, 1, 1]
+
+
+def corrupt_source(tmp_path: Path) -> FileSource:
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (8, 8)).save(good)
+    bad.write_bytes(good.read_bytes()[:20])  # truncated PNG
+    return FileSource([str(bad), str(good)], torch.tensor([0, 1]).numpy())
+
+
+def test_corrupt_image_error_names_the_file(tmp_path: Path) -> None:
+    views = Views(corrupt_source(tmp_path), [0, 1], {}, bad_images="error")
+    with pytest.raises(BadImageError, match="bad.png"):
+        views[0]
+
+
+def test_corrupt_image_skip_serves_the_next_and_counts(tmp_path: Path) -> None:
+    views = Views(corrupt_source(tmp_path), [0, 1], {}, bad_images="skip")
+    assert views[0] == {"label": 1, "index": 1}
+    assert views.skipped == 1
