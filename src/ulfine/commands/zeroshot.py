@@ -16,7 +16,7 @@ from ulfine.data.sources import scan_class_folders
 from ulfine.data.views import Views
 from ulfine.engine.amp import resolve_device
 from ulfine.engine.evaluate import eval_loader, predict_logits
-from ulfine.metrics.accuracy import per_class_accuracy
+from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.models.foundation import load_foundation, templates_for
 
 logger = logging.getLogger(__name__)
@@ -42,13 +42,15 @@ def run(args: argparse.Namespace) -> int:
         return F.normalize(foundation.model.encode_image(images).float(), dim=-1) @ prototypes.T
 
     logits, targets = predict_logits(logits_fn, loader, device, args.precision, desc="zero-shot")
-    per_class = per_class_accuracy(logits.argmax(dim=1), targets, len(names))
+    accuracy = ClassAccuracy(num_classes=len(names))
+    accuracy.update(logits, targets)
+    measured = accuracy.compute()
     result = {
         "model": args.model,
         "split": args.split,
         "num_images": len(dataset),
-        "top1": float((logits.argmax(dim=1) == targets).float().mean() * 100),
-        "per_class": dict(zip(names, per_class)),
+        "top1": measured["top1"],
+        "per_class": dict(zip(names, measured["per_class"])),
     }
     print(f"zero-shot top-1 on {split_dir}: {result['top1']:.2f}% ({len(dataset)} images)")
     for name, acc in result["per_class"].items():
