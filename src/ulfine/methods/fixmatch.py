@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ulfine.config import MethodConfig
@@ -37,7 +38,8 @@ class FixMatch(SSLMethod):
         if z_weak is None or z_strong is None:
             raise ValueError(f"{type(self).__name__} needs the weak and strong unlabeled views, got None")
         loss_sup = self.supervised_loss(self.head(z_labeled), targets)
-        pseudo = pseudo_labels(self.head(z_weak), self.cfg.threshold)
+        with torch.no_grad():  # the weak view only makes targets: no graph for it
+            pseudo = pseudo_labels(self.head(z_weak), self.cfg.threshold)
         loss_unsup = masked_ce(self.head(z_strong), pseudo.labels, pseudo.mask)
         return StepOutput(
             losses={"sup": loss_sup, "unsup": self.cfg.lambda_u * loss_unsup},
