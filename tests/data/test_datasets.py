@@ -45,6 +45,11 @@ def test_unlabeled_folder_is_used_whole_with_unknown_labels(tmp_path: Path, fold
     assert splits.labeled_counts == [3, 1]
 
 
+def test_stl10_folder_needs_its_unlabeled_images(tree: Path, folder_cfg: CfgMaker) -> None:
+    with pytest.raises(DatasetError, match="lacks 'unlabeled/'"):
+        build_splits(folder_cfg(tree, dataset="stl10"))
+
+
 def test_class_names_file(tree: Path, tmp_path: Path, folder_cfg: CfgMaker) -> None:
     names = tmp_path / "names.txt"
     names.write_text("apple\nbanana\ncherry\n")

@@ -10,6 +10,9 @@
   images are the unlabeled set (hidden labels unknown, -1), data.m1 is ignored.
 - imagefolder: ``root/train/<class>/*``, ``root/test/<class>/*`` and, optionally,
   ``root/unlabeled/*`` (any depth, no labels; used whole as the unlabeled set, data.m1 ignored).
+
+Where the unlabeled set is separate (STL-10, root/unlabeled), data.m1, data.distribution and
+data.labeled_in_unlabeled do not apply: the labeled images are the first N_k of train.
 - smallimagenet127: the downsampled-ImageNet pickles used by ACR/SimPro/CoSSL, see
   `load_smallimagenet127`.
 

@@ -46,9 +46,6 @@ class Views(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def labels(self) -> list[int]:
-        return [int(self.source.targets[i]) for i in self.indices]
-
     def __getitem__(self, position: int) -> dict[str, Any]:
         index, image = self.load_readable(position)
         item: dict[str, Any] = {name: transform(image) for name, transform in self.transforms.items()}
