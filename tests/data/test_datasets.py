@@ -38,7 +38,9 @@ def test_contained_and_val_options(tree: Path, folder_cfg: CfgMaker) -> None:
     assert splits.unlabeled_counts == [10, 5, 2]
 
 
-def test_unlabeled_folder_is_used_whole_with_unknown_labels(tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker) -> None:
+def test_unlabeled_folder_is_used_whole_with_unknown_labels(
+    tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker
+) -> None:
     root = tree_factory(tmp_path, {"a": 5, "b": 5}, {"a": 1, "b": 1}, unlabeled=7)
     splits = build_splits(folder_cfg(root, n1=3, gamma_l=3.0))
     assert len(splits.unlabeled_indices) == 7 and splits.unlabeled_counts is None
@@ -59,7 +61,9 @@ def test_class_names_file(tree: Path, tmp_path: Path, folder_cfg: CfgMaker) -> N
         build_splits(folder_cfg(tree, class_names=str(names)))
 
 
-def test_mismatched_class_folders_name_the_differences(tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker) -> None:
+def test_mismatched_class_folders_name_the_differences(
+    tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker
+) -> None:
     root = tree_factory(tmp_path, {"a": 3, "b": 3}, {"a": 1, "z": 1})
     with pytest.raises(DatasetError, match=r"only in train: \['b'\]; only in test: \['z'\]"):
         build_splits(folder_cfg(root))

@@ -181,8 +181,9 @@ def load_smallimagenet127(cfg: DataConfig) -> SourceData:
     Python pickles (downsampled-ImageNet format) of dicts with ``'data'``: uint8 [n, 3*S*S]
     (channel planes R, G, B, each S x S row-major) and ``'labels'``: ints 1..127. The natural
     long tail is kept: as in SimPro/CoSSL, each class labels round(10% of n_k) of its images
-    (data.n1/m1/gamma are ignored), the rest are unlabeled; ``val_data`` is the test set. The files carry no class names: give
-    ``data.class_names`` (127 lines, in label order) for text prototypes, else 'class_<k>'."""
+    (data.n1/m1/gamma are ignored), the rest are unlabeled; ``val_data`` is the test set. The
+    files carry no class names: give ``data.class_names`` (127 lines, in label order) for text
+    prototypes, else they are 'class_<k>'."""
     root = Path(cfg.root)
     train_files = sorted(root.glob("train_data_batch_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
     if not train_files or not (root / "val_data").is_file():
