@@ -348,6 +348,11 @@ def validate(cfg: RunConfig) -> RunConfig:
             value = getattr(value, part)
         if not ok(value):
             raise ConfigError(f"config key '{dotted}' = {value!r} is out of range: must be {desc}")
+    if cfg.strategy.name == "zeroshot" and cfg.optim.iterations != 0:
+        raise ConfigError(
+            f"strategy.name = 'zeroshot' trains nothing, but optim.iterations = {cfg.optim.iterations}; "
+            "set optim.iterations=0 (or use strategy.name=lp to train heads on the frozen encoder)"
+        )
     return cfg
 
 

@@ -9,7 +9,7 @@ from ulfine.data import make_stream
 
 
 class Indices(Dataset):
-    """Item i is {"index": i}: batches show which samples were drawn."""
+    """Item (i, seed) is {"index": i, "seed": seed}: batches show which samples were drawn."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -17,8 +17,9 @@ class Indices(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, i: int) -> dict[str, int]:
-        return {"index": i}
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, int]:
+        i, seed = key
+        return {"index": i, "seed": seed}
 
 
 def draw(stream, steps: int) -> list[list[int]]:
@@ -71,13 +72,19 @@ def test_workers_give_the_same_batches() -> None:
     assert draw(make_stream(Indices(16), 4, 0, num_workers=2), 3) == draw(make_stream(Indices(16), 4, 0, 0), 3)
 
 
-def test_worker_augmentation_is_seeded() -> None:
-    class Noise(Indices):
-        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-            return {"index": i, "noise": torch.rand(1)}
+def seeds(stream, steps: int) -> list[list[int]]:
+    return [next(stream)["seed"].tolist() for _ in range(steps)]
 
-    def noise() -> torch.Tensor:
-        stream = make_stream(Noise(8), 4, seed=0, num_workers=2)
-        return torch.cat([next(stream)["noise"] for _ in range(2)])
 
-    assert torch.equal(noise(), noise())
+def test_sample_seeds_do_not_depend_on_workers_ranks_or_resume() -> None:
+    single = seeds(make_stream(Indices(12), 4, seed=0, num_workers=0), 4)
+    assert len({s for batch in single for s in batch}) == 16  # one distinct seed per position
+    assert seeds(make_stream(Indices(12), 4, seed=0, num_workers=2), 4) == single
+    ranks = [seeds(make_stream(Indices(12), 4, 0, 0, rank=r, world_size=2), 4) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks)] == single
+    stream = make_stream(Indices(12), 4, seed=0, num_workers=0)
+    seeds(stream, 2)
+    resumed = make_stream(Indices(12), 4, seed=0, num_workers=0)
+    resumed.load_state_dict(stream.state_dict())
+    assert seeds(resumed, 2) == single[2:]
+    assert seeds(make_stream(Indices(12), 4, seed=1, num_workers=0), 1) != single[:1]

@@ -66,3 +66,14 @@ def test_corrupt_image_skip_serves_the_next_and_counts(tmp_path: Path) -> None:
     views = Views(corrupt_source(tmp_path), [0, 1], {}, bad_images="skip")
     assert views[0] == {"label": 1, "index": 1}
     assert views.skipped == 1
+
+
+def test_a_sample_seed_fixes_the_augmentation_and_spares_the_global_rng(tree: Path, folder_cfg: CfgMaker) -> None:
+    data = build_ltssl_data(folder_cfg(tree), PREPROCESS)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    first, again = data.unlabeled[(0, 123)], data.unlabeled[(0, 123)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(first["strong"], again["strong"]) and torch.equal(first["weak"], again["weak"])
+    other = data.unlabeled[(0, 124)]
+    assert not torch.equal(first["strong"], other["strong"])

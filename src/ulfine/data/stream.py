@@ -9,8 +9,10 @@ their union is the single-process batch for the same seed.
 
 The position (epoch, index within the epoch) of the next unread sample is `state_dict()`;
 `load_state_dict()` restarts the loader there, so a resumed run reads the same images in the
-same order. Augmentation randomness is seeded per worker by the loader's generator (seed, rank,
-position), so it is deterministic too, but after a resume it is not the uninterrupted run's.
+same order. Augmentation randomness is seeded per sample from (seed, global position): each
+item is requested as ``(dataset position, sample seed)`` (see `Views.__getitem__`), so the views
+of a sample do not depend on the number of loader workers, on how a global batch is split over
+DDP ranks, or on whether the run was resumed.
 """
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """A distinct, reproducible augmentation seed for each global stream position."""
+    return int(np.random.SeedSequence([seed, position]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class EndlessBatchSampler(Sampler[list[int]]):
@@ -38,12 +45,12 @@ class EndlessBatchSampler(Sampler[list[int]]):
             self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.size)}
         return self._perms[epoch]
 
-    def indices(self, first: int, count: int) -> list[int]:
-        """Dataset indices at global positions first .. first + count - 1."""
+    def indices(self, first: int, count: int) -> list[tuple[int, int]]:
+        """(dataset index, augmentation seed) at global positions first .. first + count - 1."""
         out = []
         for position in range(first, first + count):
             epoch, offset = divmod(position, self.size)
-            out.append(int(self.permutation(epoch)[offset]))
+            out.append((int(self.permutation(epoch)[offset]), sample_seed(self.seed, position)))
         return out
 
     def __iter__(self) -> Iterator[list[int]]:

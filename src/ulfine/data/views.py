@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -46,9 +47,17 @@ class Views(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``key`` is a position, or (position, seed): the seed fixes the random augmentation of
+        this sample (streams pass it), without touching the caller's global RNG state."""
+        position, seed = key if isinstance(key, tuple) else (key, None)
         index, image = self.load_readable(position)
-        item: dict[str, Any] = {name: transform(image) for name, transform in self.transforms.items()}
+        if seed is None:
+            item: dict[str, Any] = {name: transform(image) for name, transform in self.transforms.items()}
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                item = {name: transform(image) for name, transform in self.transforms.items()}
         item["label"] = int(self.source.targets[index])
         item["index"] = index
         return item

@@ -35,6 +35,7 @@ from ulfine.engine.metrics_log import MetricsLog
 from ulfine.engine.optim import build_optimizer, build_scheduler
 from ulfine.methods.base import MethodContext, StepOutput, build_method
 from ulfine.metrics.accuracy import ClassAccuracy
+from ulfine.metrics.calibration import calibration
 from ulfine.metrics.pseudo import PseudoLabelDiagnostics
 from ulfine.models.encoder import build_image_encoder
 from ulfine.models.foundation import Foundation, load_foundation, templates_for
@@ -173,9 +174,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.learner)
 
-    def fit(self) -> dict[str, Any]:
-        """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content."""
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content.
+
+        ``until`` stops early at that iteration with a checkpoint, as an interruption would
+        (returns {}); a later ``fit`` with ``output.resume=true`` continues from there."""
         cfg = self.cfg
+        stop_at = cfg.optim.iterations if until is None else min(until, cfg.optim.iterations)
         self._prepare_run_dir()
         log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard)
         previous = self._install_signal_handlers()
@@ -183,7 +188,7 @@ class Trainer:
         bar = tqdm(total=cfg.optim.iterations, initial=self.state.iteration, desc="train",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
-            while self.state.iteration < cfg.optim.iterations and not self._stop_requested:
+            while self.state.iteration < stop_at and not self._stop_requested:
                 start = time.perf_counter()
                 self.train_step(sums)
                 self.state.iteration += 1
@@ -193,7 +198,7 @@ class Trainer:
         finally:
             bar.close()
             _restore_signal_handlers(previous)
-        if self._stop_requested:
+        if self._stop_requested or self.state.iteration < cfg.optim.iterations:
             self.save_checkpoint("last")
             logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
                            self.state.iteration, self.run_dir / "config.yaml")
@@ -201,8 +206,10 @@ class Trainer:
             return {}
         final = self.evaluate()
         result = self._final_metrics(final)
+        if self.data.val is not None:
+            result["val"] = self.evaluate("val")
         if self.dist.is_main:
-            log.write(self.state.iteration, {"test": final})
+            log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
             (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
             self.save_checkpoint("last")
         log.close()
@@ -218,12 +225,16 @@ class Trainer:
             bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
             sums.clear()
         if it % cfg.train.eval_every == 0 and it < cfg.optim.iterations:
-            metrics = self.evaluate()
-            pseudo = self.diagnostics.compute()
+            record = {"test": self.evaluate("test")}
+            if self.data.val is not None:
+                record["val"] = self.evaluate("val")
+            record["pseudo"] = self.diagnostics.compute()
+            record["method"] = _tolist(self.learner.method.diagnostics())
             self.diagnostics.reset()
-            log.write(it, {"test": metrics, "pseudo": pseudo, "method": _tolist(self.learner.method.diagnostics())})
-            if metrics["top1"] > self.state.best_top1:
-                self.state.best_top1, self.state.best_iteration = metrics["top1"], it
+            log.write(it, record)
+            selection = record.get("val", record["test"])["top1"]  # model selection on val when there is one
+            if selection > self.state.best_top1:
+                self.state.best_top1, self.state.best_iteration = selection, it
                 self.save_checkpoint("best")
         if it % cfg.train.checkpoint_every == 0:
             self.save_checkpoint("last")
@@ -241,10 +252,12 @@ class Trainer:
                               desc=f"eval {split}", progress=self.dist.is_main)
 
     def evaluate(self, split: str = "test") -> dict[str, Any]:
+        """top1 / head / medium / tail / per_class (percent), ECE and reliability bins."""
         logits, targets = self.predict(split)
         self.accuracy.reset()
         self.accuracy.update(logits, targets)
-        return self.accuracy.compute()
+        bins = calibration(logits, targets).to_dict()
+        return {**self.accuracy.compute(), "ece": bins["ece"], "calibration": bins}
 
     def _final_metrics(self, test: dict[str, Any]) -> dict[str, Any]:
         pseudo = self.diagnostics.compute() if self.learner.method.needs_unlabeled else {}
@@ -252,7 +265,8 @@ class Trainer:
             **test,
             "train_seconds": self.state.train_seconds,
             "iterations": self.state.iteration,
-            "best_top1": max(self.state.best_top1, test["top1"]),
+            "best_selection_top1": self.state.best_top1,  # val top1 when there is a val split, else test
+            "best_iteration": self.state.best_iteration,
             "class_names": self.data.class_names,
             "labeled_counts": list(self.data.labeled_counts),
             "unlabeled_counts": list(self.data.unlabeled_counts) if self.data.unlabeled_counts else None,
