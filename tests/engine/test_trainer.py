@@ -1,0 +1,120 @@
+"""The trainer end to end on a tiny random CLIP: run folder, resume, DDP equivalence."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from ulfine.config import ConfigError, RunConfig, load_config
+from ulfine.engine.trainer import NonFiniteLossError, Trainer
+
+
+def tiny_config(model_dir: Path, data_dir: Path, out: Path, *overrides: str) -> RunConfig:
+    return load_config(None, [
+        f"model.name=local-dir:{model_dir}", "data.dataset=imagefolder", f"data.root={data_dir}",
+        "data.n1=8", "data.m1=8", "data.gamma_l=2", "data.gamma_u=2", "data.batch_size=4",
+        "data.num_workers=0", "data.eval_batch_size=16", "optim.iterations=6", "optim.warmup_iterations=1",
+        "optim.lr=0.05", "train.eval_every=3", "train.log_every=2", "train.checkpoint_every=3",
+        "train.precision=fp32", "method.threshold=0.34", f"output.dir={out}", "output.tensorboard=false",
+        *overrides,
+    ])
+
+
+def trained_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.learner.state_dict().items()}
+
+
+def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=atol, rtol=0), key
+
+
+def test_run_folder_and_metrics(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=run")
+    result = Trainer(cfg).fit()
+    run = tmp_path / "runs" / "run"
+    for name in ("config.yaml", "train.log", "metrics.jsonl", "metrics.json", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("top1", "head", "medium", "tail", "per_class", "train_seconds", "ece", "pseudo_labels"):
+        assert key in metrics, key
+    assert metrics == json.loads(json.dumps(result))
+    assert metrics["iterations"] == 6 and len(metrics["per_class"]) == 3
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/sup" in r or any(k.startswith("loss/") for k in r) for r in records)
+    assert any("pseudo" in r for r in records)
+    assert load_config(run / "config.yaml") == cfg
+
+
+def test_step_zero_is_zero_shot(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    """strategy=zeroshot with 0 iterations evaluates the text-initialised head: CLIP's zero-shot."""
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "strategy.name=zeroshot", "optim.iterations=0")
+    trainer = Trainer(cfg)
+    logits, targets = trainer.predict("test")
+    prototypes = trainer.text_prototypes
+    with torch.no_grad():
+        images = torch.stack([trainer.data.test[i]["image"] for i in range(len(trainer.data.test))])
+        z = torch.nn.functional.normalize(trainer.foundation.model.encode_image(images), dim=-1)
+    assert torch.equal(logits.argmax(1), (z @ prototypes.T).argmax(1))
+    assert trainer.fit()["iterations"] == 0
+    with pytest.raises(ConfigError, match="optim.iterations=0"):
+        tiny_config(tiny_clip_dir, tiny_folder, tmp_path, "strategy.name=zeroshot")
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "ulfine"])
+def test_resume_reaches_the_uninterrupted_parameters(
+    method: str, tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    common = (f"method.name={method}", "optim.ema=0.9")
+    straight = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "a", *common))
+    straight.fit()
+    interrupted = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "b", *common))
+    assert interrupted.fit(until=4) == {}
+    resumed = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "b", *common, "output.resume=true"))
+    assert resumed.state.iteration == 0
+    resumed.fit()
+    assert resumed.state.iteration == 6
+    assert_same_state(trained_state(straight), trained_state(resumed))
+    assert_same_state(straight.ema.state_dict(), resumed.ema.state_dict())
+
+
+def test_non_finite_loss_stops_naming_the_term(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path, "method.name=fixmatch"))
+    with torch.no_grad():
+        next(trainer.learner.method.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"loss term '\w+' is nan at iteration 0"):
+        trainer.fit()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    trainer = Trainer(cfg)
+    trainer.fit(until=3)
+    if rank == 0:
+        torch.save(trained_state(trainer), out)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_equals_one_process(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    """gloo DDP over 2 processes with the global batch split gives the 1-process parameters."""
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "ddp", "method.name=fixmatch")
+    out = tmp_path / "ddp_state.pt"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=True)
+    single_cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "single", "method.name=fixmatch")
+    single = Trainer(single_cfg)
+    single.fit(until=3)
+    assert_same_state(torch.load(out), trained_state(single), atol=1e-5)
