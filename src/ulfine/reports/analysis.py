@@ -1,0 +1,293 @@
+"""The paper's analysis (ULFINE.md section 5) and the comparison table, from run folders only.
+
+A run folder (written by the trainer) holds config.yaml, metrics.json and metrics.jsonl. The
+analysis compares runs side by side: overall / head / medium / tail accuracy, per-class false
+pseudo-labels and the confidence of wrong pseudo-labels (LP makes many false pseudo-labels,
+LFT fewer but over-confident ones), and calibration (ECE, reliability diagram). Keys that a run
+lacks (no ``calibration`` yet, no pseudo-labels for zero-shot) show as "n/a" and their figure
+is left out, so old runs stay readable.
+
+The comparison table (bench/compare.py) aggregates finished cells as mean ± std over seeds.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure  # renders with Agg, leaves pyplot's global backend alone
+
+from ulfine.metrics.accuracy import GROUP_NAMES
+from ulfine.reports.plots import curves, per_class_bars, reliability_diagram, save_figure
+from ulfine.reports.runfiles import read_final_metrics, read_records, series
+
+logger = logging.getLogger(__name__)
+
+MISSING = "n/a"
+
+
+@dataclass
+class RunRecord:
+    """One run folder as read from disk; ``label`` names it in tables and legends."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    log: list[dict[str, Any]]
+    label: str = ""
+
+    def setting(self, section: str, key: str) -> Any:
+        return (self.config.get(section) or {}).get(key)
+
+    @property
+    def pseudo(self) -> dict[str, Any]:
+        return self.metrics.get("pseudo_labels") or {}
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        return self.metrics.get("calibration") or {}
+
+
+def load_run(path: str | Path) -> RunRecord:
+    """Read a finished run folder; a folder without metrics.json raises naming it."""
+    path = Path(path)
+    metrics = read_final_metrics(path)
+    if metrics is None:
+        raise FileNotFoundError(f"run folder '{path}' has no metrics.json (unfinished or not a run folder)")
+    config_file = path / "config.yaml"
+    config = (yaml.safe_load(config_file.read_text()) or {}) if config_file.is_file() else {}
+    run = RunRecord(path, config, metrics, read_records(path))
+    run.label = run_label(run)
+    return run
+
+
+# ULFine ablation switch -> (its default, the tag a run with another value gets)
+_ULFINE_TAGS: dict[str, tuple[Any, Callable[[Any], str]]] = {
+    "paf": (True, lambda v: "no PAF"),
+    "orth": (True, lambda v: "no orth"),
+    "fusion": ("dual", lambda v: f"{v} only"),
+}
+
+
+def run_label(run: RunRecord) -> str:
+    """``strategy/method`` (plus ULFine ablation tags) from config.yaml, else the folder name."""
+    strategy, method = run.setting("strategy", "name"), run.setting("method", "name")
+    if not strategy or not method:
+        return run.path.name
+    label = f"{strategy}/{method}"
+    if method == "ulfine":
+        options = (run.config.get("method") or {}).get("ulfine") or {}
+        tags = [tag(options[key]) for key, (default, tag) in _ULFINE_TAGS.items()
+                if key in options and options[key] != default]
+        label += "".join(f" ({t})" for t in tags)
+    return label
+
+
+def make_labels_unique(runs: Sequence[RunRecord]) -> None:
+    """Runs sharing a label (e.g. two seeds) get their folder name appended."""
+    labels = [run.label for run in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} [{run.path.name}]"
+
+
+# --------------------------------------------------------------------------- table
+def _train_minutes(run: RunRecord) -> float | None:
+    seconds = run.metrics.get("train_seconds")
+    return None if seconds is None else seconds / 60.0
+
+
+# column header -> value of a run (None = not recorded)
+SUMMARY_COLUMNS: dict[str, Callable[[RunRecord], Any]] = {
+    "run": lambda r: r.label,
+    "strategy": lambda r: r.setting("strategy", "name"),
+    "method": lambda r: r.setting("method", "name"),
+    "top1": lambda r: r.metrics.get("top1"),
+    **{name: (lambda r, name=name: r.metrics.get(name)) for name in GROUP_NAMES},
+    "ECE": lambda r: r.calibration.get("ece", r.metrics.get("ece")),
+    "pseudo-label acc": lambda r: r.pseudo.get("pseudo_accuracy"),
+    "mask rate": lambda r: r.pseudo.get("mask_rate"),
+    "wrong-label conf": lambda r: r.pseudo.get("mean_confidence_wrong"),
+    "train min": _train_minutes,
+}
+
+
+def format_value(value: Any) -> str:
+    """Floats with two decimals, None as n/a; confidences (<= 1) keep three."""
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) <= 1.0 and value != 0.0 else f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_table(runs: Sequence[RunRecord]) -> str:
+    rows = [[format_value(column(run)) for column in SUMMARY_COLUMNS.values()] for run in runs]
+    return markdown_table(list(SUMMARY_COLUMNS), rows)
+
+
+def pseudo_label_table(runs: Sequence[RunRecord]) -> str:
+    """Per class: labeled count and, per run, wrong / passed pseudo-labels."""
+    names = _class_names(runs)
+    counts = runs[0].metrics.get("labeled_counts") or [None] * len(names)
+    rows = []
+    for k, name in enumerate(names):
+        cells = [name, format_value(counts[k])]
+        for run in runs:
+            wrong, passed = run.pseudo.get("passed_wrong"), run.pseudo.get("passed")
+            cells.append(MISSING if wrong is None or passed is None else f"{wrong[k]} / {passed[k]}")
+        rows.append(cells)
+    return markdown_table(["class", "labeled", *(f"{run.label}: wrong / passed" for run in runs)], rows)
+
+
+def _class_names(runs: Sequence[RunRecord]) -> list[str]:
+    """The first run's class names; runs over different class sets can't share a figure."""
+    names = runs[0].metrics.get("class_names") or [str(k) for k in range(len(runs[0].metrics["per_class"]))]
+    for run in runs[1:]:
+        other = run.metrics.get("class_names")
+        if other is not None and other != names:
+            raise ValueError(f"run '{run.path}' has classes {other}, but '{runs[0].path}' has {names}")
+    return names
+
+
+# ------------------------------------------------------------------------- figures
+def _save(fig: Figure, path: Path) -> Path:
+    save_figure(fig, path)
+    return path
+
+
+def plot_group_accuracy(runs: Sequence[RunRecord], path: Path) -> Path:
+    """Grouped bars: overall / head / medium / tail accuracy, one series per run."""
+    keys = ("top1", *GROUP_NAMES)
+    values = {run.label: [_nan(run.metrics.get(key)) for key in keys] for run in runs}
+    per_class_bars(path, ["overall", *GROUP_NAMES], values, ylabel="test accuracy (%)")
+    return path
+
+
+def plot_pseudo_labels(runs: Sequence[RunRecord], path: Path) -> Path | None:
+    """Left: false pseudo-labels per predicted class, one series per run, against the labeled
+    counts; right: mean confidence of correct vs wrong pseudo-labels per run (LFT's
+    over-confidence). None when no run has pseudo-labels."""
+    runs = [run for run in runs if run.pseudo.get("passed_wrong") is not None]
+    if not runs:
+        return None
+    names = _class_names(runs)
+    fig = Figure(figsize=(max(10.0, 0.5 * len(names) + 6), 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[3, 1])
+    per_class_bars(left, names, {run.label: run.pseudo["passed_wrong"] for run in runs},
+                   ylabel="false pseudo-labels (above threshold)", counts=runs[0].metrics.get("labeled_counts"))
+    left.legend(loc="upper left", fontsize=8)
+    confidence = {kind: [_nan(run.pseudo.get(f"mean_confidence_{kind}")) for run in runs]
+                  for kind in ("correct", "wrong")}
+    per_class_bars(right, [run.label for run in runs], confidence, ylabel="mean confidence")
+    right.set_ylim(0, 1)
+    right.legend(loc="lower right", fontsize=8)
+    right.set_title("pseudo-label confidence", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_pseudo_curves(runs: Sequence[RunRecord], path: Path) -> Path | None:
+    """Pseudo-label accuracy and mean confidence of wrong pseudo-labels at each evaluation
+    (metrics.jsonl); None when no run logged pseudo-label diagnostics."""
+    keys = {"pseudo/pseudo_accuracy": "pseudo-label accuracy (%)",
+            "pseudo/mean_confidence_wrong": "mean confidence of wrong pseudo-labels"}
+    runs = [run for run in runs if series(run.log, "pseudo/pseudo_accuracy")[0]]
+    if not runs:
+        return None
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    for ax, (key, ylabel) in zip(fig.subplots(1, 2), keys.items()):
+        for run in runs:
+            curves(ax, run.log, {run.label: key}, ylabel=ylabel)
+    return _save(fig, path)
+
+
+def plot_reliability(runs: Sequence[RunRecord], path: Path) -> Path | None:
+    """One reliability diagram per run with its ECE; None when no run has calibration."""
+    runs = [run for run in runs if run.calibration.get("bin_edges") is not None]
+    if not runs:
+        return None
+    fig = Figure(figsize=(4.2 * len(runs), 4.4), layout="constrained")
+    for ax, run in zip(fig.subplots(1, len(runs), squeeze=False)[0], runs):
+        reliability_diagram(ax, run.calibration, title=run.label)
+    return _save(fig, path)
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+# (figure file, section title, plot function); a function returning None leaves a note instead
+FIGURES: list[tuple[str, str, Callable[[Sequence[RunRecord], Path], Path | None]]] = [
+    ("group_accuracy.png", "Accuracy by class group", plot_group_accuracy),
+    ("pseudo_labels.png", "Pseudo-labels: false ones per class, and their confidence", plot_pseudo_labels),
+    ("pseudo_curves.png", "Pseudo-labels during training", plot_pseudo_curves),
+    ("reliability.png", "Calibration (reliability diagram, test set)", plot_reliability),
+]
+
+
+def write_analysis(runs: Sequence[RunRecord], out: str | Path) -> Path:
+    """Write ``out``/analysis.md and the PNG figures it references; returns the markdown path."""
+    if not runs:
+        raise ValueError("analysis needs at least one run folder")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    make_labels_unique(runs)
+    lines = ["# Analysis", "", "Runs:", ""]
+    lines += [f"- **{run.label}**: `{run.path}`" for run in runs]
+    lines += ["", "## Summary", "", summary_table(runs), "",
+              "Accuracies and rates in %, confidences in [0, 1]; ECE in %; pseudo-label columns cover "
+              "the last evaluation window of training.", ""]
+    for filename, title, plot in FIGURES:
+        lines += [f"## {title}", ""]
+        written = plot(runs, out / filename)
+        lines.append(f"![{title}]({filename})" if written else f"{MISSING}: no run records the data for this figure.")
+        lines.append("")
+    lines += ["## Pseudo-labels per class (wrong / passed)", "", pseudo_label_table(runs), ""]
+    path = out / "analysis.md"
+    path.write_text("\n".join(lines))
+    logger.info("wrote %s", path)
+    return path
+
+
+# -------------------------------------------------------------- comparison table
+COMPARE_METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    "top1": lambda m: m.get("top1"),
+    **{name: (lambda m, name=name: m.get(name)) for name in GROUP_NAMES},
+    "train min": lambda m: None if m.get("train_seconds") is None else m["train_seconds"] / 60.0,
+}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single seed)."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def format_mean_std(values: Sequence[float]) -> str:
+    if not values:
+        return MISSING
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def comparison_table(results: dict[str, Sequence[dict[str, Any]]]) -> str:
+    """Rows = cells in the given order, each with its finished seeds' metrics.json contents;
+    columns = number of seeds, then mean ± std of each COMPARE_METRICS entry."""
+    rows = []
+    for cell, metrics in results.items():
+        row = [cell, str(len(metrics))]
+        for value_of in COMPARE_METRICS.values():
+            row.append(format_mean_std([v for v in map(value_of, metrics) if v is not None]))
+        rows.append(row)
+    return markdown_table(["cell", "seeds", *COMPARE_METRICS], rows)

@@ -1,0 +1,119 @@
+"""`ulfine analyze` and the comparison-table aggregation on hand-made run folders."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ulfine.cli import main
+from ulfine.reports.analysis import comparison_table, load_run, mean_std, run_label, write_analysis
+
+CLASSES = ["cat", "dog", "ship"]
+
+
+def _pseudo(passed: list[int], wrong: list[int], accuracy: float, mask_rate: float,
+            conf_wrong: float | None) -> dict:
+    return {"seen": 100, "mask_rate": mask_rate, "passed": passed, "passed_wrong": wrong,
+            "passed_known": passed, "pseudo_accuracy": accuracy, "mean_confidence_correct": 0.97,
+            "mean_confidence_wrong": conf_wrong}
+
+
+def _calibration(ece: float) -> dict:
+    return {"ece": ece, "bin_edges": [0.0, 0.5, 1.0], "bin_count": [2.0, 8.0],
+            "bin_confidence": [0.4, 0.9], "bin_accuracy": [0.5, 0.7]}
+
+
+def make_run(root: Path, name: str, strategy: str, method: str, top1: float, pseudo: dict | None = None,
+             calibration: dict | None = None, ulfine: dict | None = None) -> Path:
+    """A run folder as the trainer writes it, with hand-made numbers."""
+    run = root / name
+    run.mkdir(parents=True)
+    method_cfg = {"name": method, **({"ulfine": ulfine} if ulfine else {})}
+    (run / "config.yaml").write_text(yaml.safe_dump({"strategy": {"name": strategy}, "method": method_cfg}))
+    metrics = {"top1": top1, "head": top1 + 10, "medium": top1, "tail": top1 - 10,
+               "per_class": [top1] * 3, "groups": {"head": [0], "medium": [1], "tail": [2]},
+               "train_seconds": 90.0, "iterations": 20, "class_names": CLASSES,
+               "labeled_counts": [50, 10, 2], "unlabeled_counts": [400, 80, 16],
+               "pseudo_labels": pseudo or {}, "method_state": {}}
+    if calibration is not None:
+        metrics["calibration"] = calibration
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    records = [{"iteration": 10, "loss/sup": 1.0, "lr": 0.01}]
+    if pseudo:
+        records.append({"iteration": 10, "test": {"top1": top1 - 5}, "pseudo": pseudo, "method": {}})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def _table_row(markdown: str, label: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == label:
+            return cells
+    raise AssertionError(f"no table row '{label}' in:\n{markdown}")
+
+
+def test_analyze_two_runs_writes_table_and_figures(tmp_path: Path) -> None:
+    lp = make_run(tmp_path, "a", "lp", "fixmatch", 70.0,
+                  _pseudo([30, 20, 10], [12, 8, 6], 60.0, 75.5, 0.81), _calibration(12.5))
+    lft = make_run(tmp_path, "b", "lft", "fixmatch", 80.0,
+                   _pseudo([40, 20, 4], [3, 2, 1], 90.625, 80.0, 0.975))
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(lp), str(lft), "--out", str(out)]) == 0
+
+    text = (out / "analysis.md").read_text()
+    # run | strategy | method | top1 | head | medium | tail | ECE | pseudo acc | mask rate | wrong conf | train min
+    assert _table_row(text, "lp/fixmatch")[1:] == [
+        "lp", "fixmatch", "70.00", "80.00", "70.00", "60.00", "12.50", "60.00", "75.50", "0.810", "1.50"]
+    assert _table_row(text, "lft/fixmatch")[3:] == [
+        "80.00", "90.00", "80.00", "70.00", "n/a", "90.62", "80.00", "0.975", "1.50"]
+    assert _table_row(text, "ship")[1:] == ["2", "6 / 10", "1 / 4"]
+    for png in ("group_accuracy.png", "pseudo_labels.png", "pseudo_curves.png", "reliability.png"):
+        assert f"]({png})" in text
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analyze_without_pseudo_labels_or_calibration_notes_missing_figures(tmp_path: Path) -> None:
+    zero = make_run(tmp_path, "zs", "zeroshot", "fixmatch", 60.0)
+    path = write_analysis([load_run(zero)], tmp_path / "out")
+    text = path.read_text()
+    assert "reliability.png" not in text and "pseudo_labels.png" not in text
+    assert not (tmp_path / "out" / "reliability.png").exists()
+    assert _table_row(text, "zeroshot/fixmatch")[7:11] == ["n/a"] * 4
+    assert (tmp_path / "out" / "group_accuracy.png").is_file()
+
+
+def test_labels_from_config_ablation_tags_and_folder_fallback(tmp_path: Path) -> None:
+    ablated = make_run(tmp_path, "x", "lft", "ulfine", 80.0, ulfine={"paf": False, "orth": True, "fusion": "text"})
+    assert run_label(load_run(ablated)) == "lft/ulfine (no PAF) (text only)"
+    bare = make_run(tmp_path, "my-run", "lft", "ulfine", 80.0)
+    (bare / "config.yaml").unlink()
+    assert run_label(load_run(bare)) == "my-run"
+
+
+def test_same_label_twice_gets_folder_names(tmp_path: Path) -> None:
+    runs = [load_run(make_run(tmp_path, f"s{seed}", "lp", "acr", 50.0)) for seed in (0, 1)]
+    text = write_analysis(runs, tmp_path / "out").read_text()
+    assert _table_row(text, "lp/acr [s0]") and _table_row(text, "lp/acr [s1]")
+
+
+def test_unfinished_run_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "half").mkdir()
+    with pytest.raises(FileNotFoundError, match="half"):
+        load_run(tmp_path / "half")
+
+
+def test_mean_std_is_sample_std() -> None:
+    assert mean_std([70.0, 74.0]) == (72.0, pytest.approx(2.8284271))
+    assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_comparison_table_mean_std_over_seeds() -> None:
+    seeds = [{"top1": 70.0, "head": 90.0, "medium": 70.0, "tail": 50.0, "train_seconds": 60.0},
+             {"top1": 74.0, "head": 92.0, "medium": 70.0, "tail": 56.0, "train_seconds": 180.0}]
+    table = comparison_table({"lp-fixmatch": seeds, "fft-acr": []})
+    assert _table_row(table, "lp-fixmatch")[1:] == [
+        "2", "72.00 ± 2.83", "91.00 ± 1.41", "70.00 ± 0.00", "53.00 ± 4.24", "2.00 ± 1.41"]
+    assert _table_row(table, "fft-acr")[1:] == ["0"] + ["n/a"] * 5
