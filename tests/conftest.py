@@ -89,3 +89,25 @@ def cifar10_dir() -> Path:
     if not (CIFAR10 / "test").is_dir():
         pytest.skip(f"needs the shared CIFAR-10 folders at {CIFAR10} (absent in a fresh clone)")
     return CIFAR10
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-iteration run (LFT AdaptFormer + FixMatch, fp32, evaluated every iteration)
+    on a tiny random CLIP and a 3-class synthetic folder: a run folder as the Trainer writes it."""
+    from ulfine.config import load_config
+    from ulfine.engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    model_dir = save_local_dir(make_tiny_clip(), root / "clip")
+    data_dir = make_image_folder(root / "data", ["cat", "dog", "ship"], {"train": 24, "test": 4})
+    cfg = load_config(None, [
+        f"model.name=local-dir:{model_dir}", "data.dataset=imagefolder", f"data.root={data_dir}",
+        "data.n1=8", "data.m1=8", "data.gamma_l=2", "data.gamma_u=2", "data.batch_size=4",
+        "data.num_workers=0", "data.eval_batch_size=16", "optim.iterations=2", "optim.warmup_iterations=1",
+        "train.eval_every=1", "train.log_every=1", "train.precision=fp32", "train.device=cpu",
+        "method.name=fixmatch", "method.threshold=0.34", "strategy.name=lft", "strategy.adapter_dim=4",
+        f"output.dir={root / 'runs'}", "output.name=run", "output.tensorboard=false",
+    ])
+    Trainer(cfg).fit()
+    return cfg.run_dir()

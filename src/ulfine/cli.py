@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--output", default="predictions.csv")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=2, help="image-loading processes")
     p.add_argument("--device", default="auto")
+    p.add_argument("--model", default=None,
+                   help="base model location when it moved (replaces model.name; exports check its hash)")
 
     p = sub.add_parser("export", help="save a run's fine-tuned part alone (safetensors + JSON)")
     p.add_argument("run", help="run directory")
