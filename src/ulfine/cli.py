@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="self-contained HTML report of a run")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", default=None, help="HTML file (default: RUN/report.html)")
+    p.add_argument("--device", default="auto", help="device for the test-set predictions")
+    p.add_argument("--workers", type=int, default=2, help="image-loading processes")
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ulfine.reports.runfiles import loss_keys, series
 
@@ -72,7 +73,7 @@ def per_class_bars(
     counts_label: str = "labeled images",
 ) -> None:
     """Grouped bars per class, one series per entry of ``values``; optional ``counts`` drawn as
-    a line on a second (log) axis, so accuracy can be read against the class frequency."""
+    a line on a second axis (log for a long tail), so accuracy reads against class frequency."""
     positions = np.arange(len(class_names))
     width = 0.8 / max(len(values), 1)
     with axes_for(target, (max(6.0, 0.35 * len(class_names)), 4.0)) as ax:
@@ -86,7 +87,10 @@ def per_class_bars(
         if counts is not None:
             twin = ax.twinx()
             twin.plot(positions, counts, "ko-", markersize=3, label=counts_label)
-            twin.set_yscale("log")
+            positive = [c for c in counts if c > 0]
+            if positive and max(positive) >= 10 * min(positive):  # long tail: a log axis reads better
+                twin.set_yscale("log")
+            twin.set_ylim(bottom=0 if twin.get_yscale() == "linear" else None)
             twin.set_ylabel(counts_label)
 
 
@@ -124,6 +128,7 @@ def curves(target: Target, records: list[dict[str, Any]], keys: dict[str, str], 
                 ax.plot(iterations, values, marker="o" if len(iterations) < 30 else None,
                         markersize=3, label=label)
         ax.set(xlabel="iteration", ylabel=ylabel, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if keys:
             ax.legend()
 
