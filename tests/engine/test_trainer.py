@@ -109,12 +109,15 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: RunConfig, out: str) -> N
     torch.distributed.destroy_process_group()
 
 
-def test_two_process_ddp_equals_one_process(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
-    """gloo DDP over 2 processes with the global batch split gives the 1-process parameters."""
-    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "ddp", "method.name=fixmatch")
+@pytest.mark.parametrize("method", ["ulfine", "acr"])
+def test_two_process_ddp_equals_one_process(method: str, tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    """gloo DDP over 2 processes with the global batch split gives the 1-process parameters,
+    method state (prototypes, P_u, priors) included."""
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "ddp", f"method.name={method}", "method.acr.est_every=2")
     out = tmp_path / "ddp_state.pt"
     mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=True)
-    single_cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "single", "method.name=fixmatch")
+    single_cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "single", f"method.name={method}",
+                             "method.acr.est_every=2")
     single = Trainer(single_cfg)
     single.fit(until=3)
     assert_same_state(torch.load(out), trained_state(single), atol=1e-5)

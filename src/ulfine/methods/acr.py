@@ -42,7 +42,7 @@ from torch import Tensor
 from ulfine.config import MethodConfig
 from ulfine.methods.base import METHODS, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import LOG_EPS, cross_entropy, log_prior, logit_adjusted_ce, masked_ce
-from ulfine.methods.pseudo import EMADistribution, class_histogram, pseudo_labels
+from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
 from ulfine.models.heads import build_head
 
 
@@ -128,7 +128,7 @@ class ACR(SSLMethod):
     @torch.no_grad()
     def _accumulate_estimate(self, confident_bal: PseudoLabels) -> None:
         """u_py <- EMA of this batch's confident-class histogram; add its KL to the anchors."""
-        counts = class_histogram(confident_bal.labels, self.num_classes, weights=confident_bal.mask)
+        counts = global_sum(class_histogram(confident_bal.labels, self.num_classes, weights=confident_bal.mask))
         total = counts.sum()
         active = (total > 0) & (self.iteration >= self.acr.est_start)
         self.prior_unlabeled.update((counts / total.clamp_min(1.0)).unsqueeze(0), active=active)

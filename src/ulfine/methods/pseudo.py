@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ulfine.methods.base import PseudoLabels
@@ -31,6 +32,17 @@ def class_histogram(labels: Tensor, num_classes: int, weights: Tensor | None = N
     return torch.bincount(labels.long().flatten(), weights=weights, minlength=num_classes).float()
 
 
+def global_sum(value: Tensor) -> Tensor:
+    """Sum of ``value`` over DDP processes (itself in one process).
+
+    Batch statistics that feed method state (P_u, prototypes, priors) go through this, so
+    every process updates its state from the whole global batch and the states stay equal."""
+    if dist.is_available() and dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
 class EMADistribution(nn.Module):
     """A class distribution [C] tracked as an EMA of mean predicted probabilities.
 
@@ -56,7 +68,10 @@ class EMADistribution(nn.Module):
         ``active`` (bool scalar tensor) skips the update where False without a host sync,
         e.g. for a batch with no confident prediction.
         """
-        updated = self.momentum * self.dist + (1.0 - self.momentum) * probs.detach().float().mean(dim=0)
+        probs = probs.detach().float()
+        total = global_sum(torch.cat([probs.sum(dim=0), probs.new_tensor([len(probs)])]))
+        batch_mean = total[:-1] / total[-1]  # the global batch's mean, under DDP too
+        updated = self.momentum * self.dist + (1.0 - self.momentum) * batch_mean
         if active is not None:
             updated = torch.where(active, updated, self.dist)
         self.dist.copy_(updated)

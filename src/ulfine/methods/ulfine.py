@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from ulfine.config import MethodConfig, ULFineConfig
 from ulfine.methods.base import METHODS, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import log_prior, logit_adjusted_ce, masked_ce
-from ulfine.methods.pseudo import EMADistribution, class_histogram, pseudo_labels
+from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def ema_class_means(proto_visual: Tensor, z: Tensor, targets: Tensor, momentum: 
     """c_k^v <- m c_k^v + (1 - m) mean_{y_i = k} z_i for the classes in ``targets`` [B];
     the others keep their value. proto_visual [C, D], z [B, D] -> [C, D]."""
     num_classes = len(proto_visual)
-    counts = class_histogram(targets, num_classes)
-    sums = torch.zeros_like(proto_visual).index_add_(0, targets.long(), z.to(proto_visual.dtype))
+    counts = global_sum(class_histogram(targets, num_classes))
+    sums = global_sum(torch.zeros_like(proto_visual).index_add_(0, targets.long(), z.to(proto_visual.dtype)))
     means = sums / counts.clamp(min=1).unsqueeze(1)
     updated = momentum * proto_visual + (1 - momentum) * means
     return torch.where((counts > 0).unsqueeze(1), updated, proto_visual)
@@ -213,9 +213,9 @@ class ULFine(SSLMethod):
             ema_class_means(self.proto_visual, z_labeled.detach(), targets, self.ucfg.proto_momentum)
         )
         self.prior_unlabeled.update(pseudo.probs)
-        counts = class_histogram(targets, self.num_classes) + class_histogram(
+        counts = global_sum(class_histogram(targets, self.num_classes) + class_histogram(
             pseudo.labels, self.num_classes, weights=pseudo.mask
-        )
+        ))
         self.prior_seen.update((counts / counts.sum()).unsqueeze(0))
 
     @torch.no_grad()
