@@ -78,9 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as err:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.exception("traceback")
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"ulfine {args.command}: error: {message}", file=sys.stderr)
+        print(f"ulfine {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
+
+
+def error_message(err: BaseException) -> str:
+    """The user-facing text of ``err``. An error raised in a DataLoader worker reaches us with
+    the worker's traceback as its message; its last line is the original error, naming the file."""
+    text = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.partition(": ")[2] or last
+    return text
 
 
 if __name__ == "__main__":

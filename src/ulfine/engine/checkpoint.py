@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -32,14 +33,58 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read; the message names it and any other checkpoint beside it."""
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"checkpoint '{path}' is unreadable or truncated: {err}") from err
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"checkpoint '{path}' is unreadable or truncated ({err}).{_alternatives(path)}") from err
+    if not isinstance(state, dict) or "config" not in state:
+        raise CheckpointError(f"'{path}' is not a ulfine checkpoint (no 'config' entry).{_alternatives(path)}")
+    return state
+
+
+def _alternatives(broken: Path) -> str:
+    """Where else to resume from: the other checkpoints in the same folder, if any."""
+    others = sorted(p.name for p in broken.parent.glob("*.pt") if p != broken)
+    if not others:
+        return " No other checkpoint exists in that folder: delete the run folder to start over."
+    return (f" Other checkpoints in '{broken.parent}': {', '.join(others)}; copy one over "
+            f"'{broken.name}' to resume from it (best.pt is the best evaluated step, not the latest).")
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete temp files a killed `atomic_save` left behind; returns how many."""
+    stale = list(Path(folder).glob(".*.pt.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], allowed: frozenset[str]) -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts (minus ``allowed``),
+    each as ``"key: old -> new"``; a key missing on one side counts as a change."""
+    old, new = _flatten(saved), _flatten(current)
+    keys = sorted((set(old) | set(new)) - allowed)
+    missing = "<absent>"
+    return [f"{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}" for k in keys
+            if old.get(k, missing) != new.get(k, missing)]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
 
 
 def rng_state() -> dict[str, Any]:

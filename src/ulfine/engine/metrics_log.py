@@ -50,3 +50,23 @@ def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rewind_metrics_log(run_dir: str | Path, iteration: int) -> int:
+    """Drop records after ``iteration`` (and a line cut short by a kill) before a resumed run
+    logs those steps again; returns how many lines were dropped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _iteration_of(line) is not None and _iteration_of(line) <= iteration]
+    if len(kept) < len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _iteration_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["iteration"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None

@@ -24,14 +24,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from ulfine.config import RunConfig, save_config, to_dict
+from ulfine.config import ConfigError, RunConfig, save_config, to_dict
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.learner import Learner
-from ulfine.engine.metrics_log import MetricsLog
+from ulfine.engine.metrics_log import MetricsLog, rewind_metrics_log
 from ulfine.engine.optim import build_optimizer, build_scheduler
 from ulfine.methods.base import MethodContext, StepOutput, build_method
 from ulfine.metrics.accuracy import ClassAccuracy
@@ -45,6 +45,15 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN/inf; training stopped and the last good checkpoint is kept."""
+
+
+# Config keys a resumed run may change: they steer logging, evaluation and I/O, not the
+# training trajectory (augmentation is seeded per sample, so the worker count does not matter).
+RESUME_MAY_CHANGE = frozenset({
+    "output.resume", "output.tensorboard", "train.eval_every", "train.log_every",
+    "train.checkpoint_every", "train.device", "train.compile", "data.num_workers",
+    "data.eval_batch_size", "model.cache_dir",
+})
 
 
 @dataclass
@@ -67,7 +76,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.run_dir = cfg.run_dir()
         self.state = TrainState()
-        self._stop_requested = False
+        self.stop_signal: int | None = None  # SIGINT/SIGTERM received during fit
         ckpt.seed_everything(cfg.train.seed)
         self.foundation = foundation or load_foundation(cfg.model, self.device)
         self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
@@ -140,9 +149,11 @@ class Trainer:
     def _check_finite(self, out: StepOutput) -> None:
         for name, value in out.losses.items():
             if not torch.isfinite(value).all():
+                last = self.run_dir / "checkpoints" / "last.pt"
+                kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
                 raise NonFiniteLossError(
                     f"loss term '{name}' is {value.item()} at iteration {self.state.iteration}; "
-                    f"stopped. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}"
+                    f"stopped ({kept}). Lower optim.lr or set optim.grad_clip"
                 )
 
     def train_step(self, sums: dict[str, Tensor]) -> None:
@@ -188,7 +199,7 @@ class Trainer:
         bar = tqdm(total=cfg.optim.iterations, initial=self.state.iteration, desc="train",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
-            while self.state.iteration < stop_at and not self._stop_requested:
+            while self.state.iteration < stop_at and self.stop_signal is None:
                 start = time.perf_counter()
                 self.train_step(sums)
                 self.state.iteration += 1
@@ -198,7 +209,7 @@ class Trainer:
         finally:
             bar.close()
             _restore_signal_handlers(previous)
-        if self._stop_requested or self.state.iteration < cfg.optim.iterations:
+        if self.stop_signal is not None or self.state.iteration < cfg.optim.iterations:
             self.save_checkpoint("last")
             logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
                            self.state.iteration, self.run_dir / "config.yaml")
@@ -276,15 +287,31 @@ class Trainer:
 
     # ------------------------------------------------------- checkpoint/resume
     def _prepare_run_dir(self) -> None:
+        """Resume from checkpoints/last.pt (output.resume) or start a new run folder; never
+        silently start over in a folder that already holds a checkpoint."""
         last = self.run_dir / "checkpoints" / "last.pt"
-        if self.cfg.output.resume and last.is_file():
-            self.load_checkpoint(last)
-            logger.info("resumed %s at iteration %d", self.run_dir, self.state.iteration)
+        if last.is_file() and not self.cfg.output.resume:
+            raise ConfigError(
+                f"run folder '{self.run_dir}' already holds {last}; set output.resume=true to continue it, "
+                "or choose another output.name (or delete the folder) to start over"
+            )
+        if last.is_file():
+            self._resume(last)
         elif self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
+        if self.dist.is_main:
             _attach_file_log(self.run_dir / "train.log")
         barrier()
+
+    def _resume(self, last: Path) -> None:
+        """Load ``last``, after clearing what a killed run may have left half-written."""
+        if self.dist.is_main and ckpt.remove_stale_temps(last.parent):
+            logger.warning("removed partial checkpoint files left by a killed run in %s", last.parent)
+        self.load_checkpoint(last)
+        if self.dist.is_main and rewind_metrics_log(self.run_dir, self.state.iteration):
+            logger.info("dropped metrics.jsonl records after iteration %d (they are redone)", self.state.iteration)
+        logger.info("resumed %s at iteration %d", self.run_dir, self.state.iteration)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
@@ -309,6 +336,7 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
+        self._check_resumable(path, state["config"])
         self.learner.encoder.load_tuned_state_dict(state["encoder"])
         self.learner.method.load_state_dict(state["method"])
         if self.optimizer is not None:
@@ -324,12 +352,27 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.state = TrainState(**state["train_state"])
 
+    def _check_resumable(self, path: Path, saved: dict[str, Any]) -> None:
+        """Refuse to continue a checkpoint under a config that changes the training itself."""
+        changes = ckpt.config_changes(saved, to_dict(self.cfg), RESUME_MAY_CHANGE)
+        if changes:
+            raise ConfigError(
+                f"cannot resume from '{path}': the config differs from the one it was trained with in "
+                f"{'; '.join(changes)}. Only {', '.join(sorted(RESUME_MAY_CHANGE))} may change on resume; "
+                "start a new run (another output.name) to change the rest"
+            )
+
     # ---------------------------------------------------------------- signals
     def _install_signal_handlers(self) -> dict[int, Any]:
-        """SIGINT/SIGTERM finish the current step, write a checkpoint and exit cleanly."""
+        """SIGINT/SIGTERM finish the current step, write a checkpoint and return from ``fit``
+        (``stop_signal`` says which); a second one aborts at once (KeyboardInterrupt), keeping
+        the previous checkpoint."""
         def request_stop(signum: int, frame: Any) -> None:
-            logger.warning("signal %d: stopping after this step", signum)
-            self._stop_requested = True
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt(f"signal {signum} received twice")
+            logger.warning("%s: stopping after this step (send it again to abort without a checkpoint)",
+                           signal.Signals(signum).name)
+            self.stop_signal = signum
 
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
