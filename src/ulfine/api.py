@@ -17,13 +17,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from open_clip.factory import parse_model_name
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ulfine.config import RunConfig, from_dict, load_config, to_dict, validate
+from ulfine.config import ModelConfig, RunConfig, from_dict, load_config, to_dict, validate
 from ulfine.data import build_splits
 from ulfine.data.sources import BadImageError, FileSource
 from ulfine.engine.amp import autocast, resolve_device
@@ -31,7 +32,7 @@ from ulfine.engine.checkpoint import load_checkpoint
 from ulfine.engine.learner import Learner
 from ulfine.methods.base import MethodContext, build_method
 from ulfine.models.encoder import build_image_encoder
-from ulfine.models.foundation import Foundation, load_foundation, templates_for
+from ulfine.models.foundation import Foundation, ModelNotFoundError, load_foundation, templates_for
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def write_export(state: TunedState, foundation: Foundation, out_dir: str | Path)
     save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, out_dir / EXPORT_WEIGHTS)
     meta = {
         "format": EXPORT_FORMAT,
-        "base_model": {**to_dict(state.cfg.model), "sha256": foundation.weights_hash()},
+        "base_model": {**to_dict(_absolute_local_dir(state.cfg.model)), "sha256": foundation.weights_hash()},
         "preprocess": foundation.preprocess_cfg,
         "class_names": state.class_names,
         "labeled_counts": state.labeled_counts,
@@ -158,6 +159,14 @@ def write_export(state: TunedState, foundation: Foundation, out_dir: str | Path)
     }
     (out_dir / EXPORT_JSON).write_text(json.dumps(meta, indent=2))
     return out_dir
+
+
+def _absolute_local_dir(model: ModelConfig) -> ModelConfig:
+    """'local-dir:' paths made absolute, so the export loads from any working directory."""
+    schema, identifier = parse_model_name(model.name)
+    if schema != "local-dir":
+        return model
+    return dataclasses.replace(model, name=f"local-dir:{Path(identifier).resolve()}")
 
 
 # ---------------------------------------------------------------- building
@@ -215,7 +224,11 @@ def load_run(
     if model_name is not None:
         state.cfg.model = dataclasses.replace(state.cfg.model, name=model_name)
     device = resolve_device(str(device))
-    foundation = load_foundation(state.cfg.model, device)
+    try:
+        foundation = load_foundation(state.cfg.model, device)
+    except ModelNotFoundError as err:
+        raise ModelNotFoundError(f"base model of '{state.source}' not found: {err} "
+                                 f"(pass its location with --model / model_name=)") from err
     check_base_model(foundation, state)
     learner = build_learner(foundation, state).to(device).eval()
     precision = _inference_precision(precision or state.cfg.train.precision, device)

@@ -44,3 +44,24 @@ def test_mismatched_base_model_is_an_error(export_dir: Path, tmp_path: Path) -> 
         load_run(export_dir, model_name=f"local-dir:{other}")
     expected = json.loads((export_dir / "export.json").read_text())["base_model"]["sha256"]
     assert expected in str(info.value) and str(other) in str(info.value)
+
+
+def test_export_records_an_absolute_base_path(export_dir: Path) -> None:
+    name = json.loads((export_dir / "export.json").read_text())["base_model"]["name"]
+    assert Path(name.removeprefix("local-dir:")).is_absolute()
+
+
+def test_ema_run_loads_its_ema_weights(tiny_run: Path, tmp_path: Path) -> None:
+    """With weight EMA the run was evaluated with the EMA weights; load_run must use those."""
+    from ulfine.config import load_config
+    from ulfine.engine.trainer import Trainer
+
+    cfg = load_config(tiny_run / "config.yaml", ["optim.ema=0.5", "train.eval_every=100",
+                                                 f"output.dir={tmp_path}", "output.name=ema"])
+    trainer = Trainer(cfg)
+    trainer.fit()
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():  # the same (fused) attention path as inference
+        expected = trainer.eval_module().eval().predict(images)
+        assert not torch.equal(expected, trainer.learner.eval().predict(images))
+    assert torch.equal(load_run(cfg.run_dir()).logits(images), expected)
