@@ -13,7 +13,7 @@ from ulfine.reports.analysis import comparison_table, load_run, mean_std, run_la
 CLASSES = ["cat", "dog", "ship"]
 
 
-def _pseudo(passed: list[int], wrong: list[int], accuracy: float, mask_rate: float,
+def _pseudo(passed: list[int], wrong: list[int], accuracy: float | None, mask_rate: float | None,
             conf_wrong: float | None) -> dict:
     return {"seen": 100, "mask_rate": mask_rate, "passed": passed, "passed_wrong": wrong,
             "passed_known": passed, "pseudo_accuracy": accuracy, "mean_confidence_correct": 0.97,
@@ -76,12 +76,14 @@ def test_analyze_two_runs_writes_table_and_figures(tmp_path: Path) -> None:
 
 
 def test_analyze_without_pseudo_labels_or_calibration_notes_missing_figures(tmp_path: Path) -> None:
-    zero = make_run(tmp_path, "zs", "zeroshot", "fixmatch", 60.0)
+    none_seen = {**_pseudo([0, 0, 0], [0, 0, 0], None, None, None), "seen": 0}  # what zero-shot writes
+    zero = make_run(tmp_path, "zs", "zeroshot", "fixmatch", 60.0, none_seen)
     path = write_analysis([load_run(zero)], tmp_path / "out")
     text = path.read_text()
     assert "reliability.png" not in text and "pseudo_labels.png" not in text
     assert not (tmp_path / "out" / "reliability.png").exists()
     assert _table_row(text, "zeroshot/fixmatch")[7:11] == ["n/a"] * 4
+    assert _table_row(text, "ship")[2] == "n/a"
     assert (tmp_path / "out" / "group_accuracy.png").is_file()
 
 
@@ -107,13 +109,14 @@ def test_unfinished_run_folder_is_named(tmp_path: Path) -> None:
 
 def test_mean_std_is_sample_std() -> None:
     assert mean_std([70.0, 74.0]) == (72.0, pytest.approx(2.8284271))
-    assert mean_std([5.0]) == (5.0, 0.0)
+    assert mean_std([5.0]) == (5.0, None)
 
 
 def test_comparison_table_mean_std_over_seeds() -> None:
     seeds = [{"top1": 70.0, "head": 90.0, "medium": 70.0, "tail": 50.0, "train_seconds": 60.0},
              {"top1": 74.0, "head": 92.0, "medium": 70.0, "tail": 56.0, "train_seconds": 180.0}]
-    table = comparison_table({"lp-fixmatch": seeds, "fft-acr": []})
+    table = comparison_table({"lp-fixmatch": seeds, "lft-acr": seeds[:1], "fft-acr": []})
     assert _table_row(table, "lp-fixmatch")[1:] == [
         "2", "72.00 ± 2.83", "91.00 ± 1.41", "70.00 ± 0.00", "53.00 ± 4.24", "2.00 ± 1.41"]
+    assert _table_row(table, "lft-acr")[1:] == ["1", "70.00", "90.00", "70.00", "50.00", "1.00"]
     assert _table_row(table, "fft-acr")[1:] == ["0"] + ["n/a"] * 5

@@ -45,7 +45,9 @@ class RunRecord:
 
     @property
     def pseudo(self) -> dict[str, Any]:
-        return self.metrics.get("pseudo_labels") or {}
+        """Pseudo-label diagnostics; {} when none were made (zero-shot, supervised: seen = 0)."""
+        pseudo = self.metrics.get("pseudo_labels") or {}
+        return pseudo if pseudo.get("seen") else {}
 
     @property
     def calibration(self) -> dict[str, Any]:
@@ -114,15 +116,14 @@ SUMMARY_COLUMNS: dict[str, Callable[[RunRecord], Any]] = {
     "wrong-label conf": lambda r: r.pseudo.get("mean_confidence_wrong"),
     "train min": _train_minutes,
 }
+CONFIDENCE_COLUMNS = {"wrong-label conf"}  # in [0, 1]: one more decimal
 
 
-def format_value(value: Any) -> str:
-    """Floats with two decimals, None as n/a; confidences (<= 1) keep three."""
+def format_value(value: Any, digits: int = 2) -> str:
+    """Floats with ``digits`` decimals, None as n/a."""
     if value is None:
         return MISSING
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) <= 1.0 and value != 0.0 else f"{value:.2f}"
-    return str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -132,7 +133,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def summary_table(runs: Sequence[RunRecord]) -> str:
-    rows = [[format_value(column(run)) for column in SUMMARY_COLUMNS.values()] for run in runs]
+    rows = [[format_value(value_of(run), 3 if header in CONFIDENCE_COLUMNS else 2)
+             for header, value_of in SUMMARY_COLUMNS.items()] for run in runs]
     return markdown_table(list(SUMMARY_COLUMNS), rows)
 
 
@@ -187,6 +189,7 @@ def plot_pseudo_labels(runs: Sequence[RunRecord], path: Path) -> Path | None:
     per_class_bars(left, names, {run.label: run.pseudo["passed_wrong"] for run in runs},
                    ylabel="false pseudo-labels (above threshold)", counts=runs[0].metrics.get("labeled_counts"))
     left.legend(loc="upper left", fontsize=8)
+    left.tick_params(axis="x", labelrotation=45, labelsize=8)
     confidence = {kind: [_nan(run.pseudo.get(f"mean_confidence_{kind}")) for run in runs]
                   for kind in ("correct", "wrong")}
     per_class_bars(right, [run.label for run in runs], confidence, ylabel="mean confidence")
@@ -267,18 +270,19 @@ COMPARE_METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
 }
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single seed)."""
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single seed: no spread to report)."""
     if not values:
         raise ValueError("mean_std needs at least one value")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def format_mean_std(values: Sequence[float]) -> str:
+    """'mean ± std', just the mean for one seed, n/a for none."""
     if not values:
         return MISSING
     mean, std = mean_std(values)
-    return f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def comparison_table(results: dict[str, Sequence[dict[str, Any]]]) -> str:

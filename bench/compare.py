@@ -1,0 +1,240 @@
+"""The comparison table on MiniCLIP + the shared CIFAR-10-LT, resumable cell by cell.
+
+Cells (zero-shot; {LP, LFT, FFT} x {FixMatch, FixMatch+LA, ACR}; ULFine and its ablations)
+x settings (consistent, uniform, reversed unlabeled data) x seeds all start from the same base
+config (same schedule and budget) plus shared overrides. Each (setting, cell, seed) is one run
+folder ``OUT/<setting>/<cell>/s<seed>`` trained by a subprocess ``python -m ulfine train``, so a
+crash in one cell leaves the others running; a folder holding metrics.json is done and skipped,
+and an interrupted one resumes from its checkpoint. The table (mean ± std over seeds) goes to
+``bench/results/compare-<tag>.md`` with the command line, git commit, date and machine.
+
+    PYTHONPATH=src python bench/compare.py --dry-run
+    PYTHONPATH=src python bench/compare.py --settings consistent --seeds 0 --cells lp-fixmatch --iterations 5
+    PYTHONPATH=src python bench/compare.py --table-only
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import ulfine
+from ulfine.reports.analysis import comparison_table
+from ulfine.reports.runfiles import read_final_metrics
+
+logger = logging.getLogger("bench.compare")
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_CONFIG = REPO / "configs" / "offline" / "miniclip_cifar10lt.yaml"
+RESULTS = REPO / "bench" / "results"
+
+# every cell: resume an interrupted run; no TensorBoard files for a table
+SHARED_OVERRIDES = ["output.resume=true", "output.tensorboard=false"]
+
+_ULFINE = ["strategy.name=lft", "method.name=ulfine"]
+_FFT = ["strategy.name=fft", "strategy.encoder_lr=0.001"]  # FFT: all encoder weights at a small lr
+# cell name -> overrides; applied last, so a cell's own schedule (zero-shot: 0 iterations) wins
+CELLS: dict[str, list[str]] = {
+    "zeroshot": ["strategy.name=zeroshot", "optim.iterations=0", "method.name=fixmatch"],
+    "lp-fixmatch": ["strategy.name=lp", "method.name=fixmatch"],
+    "lp-fixmatch-la": ["strategy.name=lp", "method.name=fixmatch_la"],
+    "lp-acr": ["strategy.name=lp", "method.name=acr"],
+    "lft-fixmatch": ["strategy.name=lft", "method.name=fixmatch"],
+    "lft-fixmatch-la": ["strategy.name=lft", "method.name=fixmatch_la"],
+    "lft-acr": ["strategy.name=lft", "method.name=acr"],
+    "fft-fixmatch": [*_FFT, "method.name=fixmatch"],
+    "fft-fixmatch-la": [*_FFT, "method.name=fixmatch_la"],
+    "fft-acr": [*_FFT, "method.name=acr"],
+    "ulfine": _ULFINE,
+    "ulfine-no-paf": [*_ULFINE, "method.ulfine.paf=false"],
+    "ulfine-no-orth": [*_ULFINE, "method.ulfine.orth=false"],
+    "ulfine-text-only": [*_ULFINE, "method.ulfine.fusion=text"],
+    "ulfine-lp-only": [*_ULFINE, "method.ulfine.fusion=lp"],
+}
+
+# unlabeled-data setting -> overrides (ULFINE.md section 1)
+SETTINGS: dict[str, list[str]] = {
+    "consistent": [],
+    "uniform": ["data.distribution=uniform", "data.gamma_u=1"],
+    "reversed": ["data.distribution=reversed"],
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One table entry of one seed: a run folder and the command that fills it."""
+
+    setting: str
+    cell: str
+    seed: int
+
+    def run_dir(self, out: Path) -> Path:
+        return out / self.setting / self.cell / f"s{self.seed}"
+
+    def overrides(self, out: Path, iterations: int | None, extra: list[str]) -> list[str]:
+        """Later overrides win: shared, budget, user extras, setting, then the cell itself."""
+        run_dir = self.run_dir(out)
+        return [
+            *SHARED_OVERRIDES,
+            f"output.dir={run_dir.parent}", f"output.name={run_dir.name}", f"train.seed={self.seed}",
+            *([f"optim.iterations={iterations}"] if iterations is not None else []),
+            *extra, *SETTINGS[self.setting], *CELLS[self.cell],
+        ]
+
+    def command(self, out: Path, config: Path, iterations: int | None, extra: list[str]) -> list[str]:
+        return [sys.executable, "-m", "ulfine", "train", "--config", str(config),
+                *self.overrides(out, iterations, extra)]
+
+
+def choose(text: str, known: dict[str, list[str]], what: str) -> list[str]:
+    """``all`` or a comma list of names in ``known`` (kept in the table's order)."""
+    if text == "all":
+        return list(known)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"compare.py: unknown {what} {unknown}; known: {', '.join(known)}")
+    return [name for name in known if name in names]
+
+
+def plan(settings: list[str], cells: list[str], seeds: list[int]) -> list[Job]:
+    return [Job(setting, cell, seed) for setting in settings for cell in cells for seed in seeds]
+
+
+def is_finished(job: Job, out: Path) -> bool:
+    return (job.run_dir(out) / "metrics.json").is_file()
+
+
+def pending(jobs: list[Job], out: Path) -> list[Job]:
+    """The jobs whose run folder has no metrics.json yet (a rerun does only these)."""
+    return [job for job in jobs if not is_finished(job, out)]
+
+
+def _subprocess_env() -> dict[str, str]:
+    """The child imports the same ulfine as this script (also from a checkout via PYTHONPATH)."""
+    source = str(Path(ulfine.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_job(command: list[str], log_file: Path) -> int:
+    """Run one cell, its output in ``log_file``; returns the exit code (never raises on failure).
+
+    On Ctrl-C the child (same process group) gets SIGINT too and writes its checkpoint; wait for
+    it rather than kill it, then pass the interrupt on."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as handle:
+        handle.write(f"$ {shlex.join(command)}\n")
+        handle.flush()
+        process = subprocess.Popen(command, cwd=REPO, env=_subprocess_env(), stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            logger.warning("interrupted: waiting for the running cell to save its checkpoint")
+            process.wait()
+            raise
+
+
+def collect(out: Path, settings: list[str], cells: list[str], seeds: list[int]) -> dict[str, dict[str, list[dict]]]:
+    """setting -> cell -> metrics.json contents of its finished seeds."""
+    results: dict[str, dict[str, list[dict]]] = {}
+    for setting in settings:
+        results[setting] = {}
+        for cell in cells:
+            found = (read_final_metrics(Job(setting, cell, seed).run_dir(out)) for seed in seeds)
+            results[setting][cell] = [metrics for metrics in found if metrics is not None]
+    return results
+
+
+def git_commit() -> str:
+    """HEAD's hash, with '-dirty' when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError) as err:
+        return f"unknown ({err})"
+
+
+def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: list[Job]) -> str:
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    lines = [
+        "# Comparison table: MiniCLIP on CIFAR-10-LT", "",
+        f"- command: `{shlex.join(['python', 'bench/compare.py', *argv])}`",
+        f"- commit: `{git_commit()}`",
+        f"- date: {now}",
+        f"- machine: {os.cpu_count()} CPUs",
+        "- cells: mean ± sample std over finished seeds (the mean alone for one seed);"
+        " accuracies in %, train time in minutes", "",
+    ]
+    if failed:
+        lines += [f"- failed this time: {', '.join(f'{j.setting}/{j.cell}/s{j.seed}' for j in failed)}", ""]
+    for setting, table in results.items():
+        lines += [f"## {setting} unlabeled data", "", comparison_table(table), ""]
+    return "\n".join(lines)
+
+
+def run_pending(todo: list[Job], out: Path, command_of: Callable[[Job], list[str]]) -> tuple[list[Job], bool]:
+    """Run the jobs one after another; returns (the failed ones, whether Ctrl-C stopped the loop)."""
+    failed = []
+    try:
+        for number, job in enumerate(todo, start=1):
+            logger.info("[%d/%d] %s / %s / seed %d", number, len(todo), job.setting, job.cell, job.seed)
+            code = run_job(command_of(job), job.run_dir(out) / "compare.log")
+            if code != 0:
+                logger.error("cell failed (exit %d); see %s", code, job.run_dir(out) / "compare.log")
+                failed.append(job)
+    except KeyboardInterrupt:
+        return failed, True  # the table of what finished is still written; a rerun continues
+    return failed, False
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", default="consistent,uniform,reversed", help=f"all or of {list(SETTINGS)}")
+    parser.add_argument("--seeds", default="0,1", help="comma list of seeds")
+    parser.add_argument("--cells", default="all", help=f"all or of {list(CELLS)}")
+    parser.add_argument("--iterations", type=int, default=None, help="override optim.iterations (not zeroshot)")
+    parser.add_argument("--config", type=Path, default=BASE_CONFIG, help="base run config")
+    parser.add_argument("--set", dest="extra", action="append", default=[],
+                        help="extra key=value override for every cell (repeatable)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "_work" / "compare", help="run folders")
+    parser.add_argument("--tag", default=None, help="results file compare-<tag>.md (default: --out's name)")
+    parser.add_argument("--dry-run", action="store_true", help="print the pending commands, run nothing")
+    parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished cells")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out, config = args.out.resolve(), args.config.resolve()
+    settings = choose(args.settings, SETTINGS, "settings")
+    cells = choose(args.cells, CELLS, "cells")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    todo = [] if args.table_only else pending(plan(settings, cells, seeds), out)
+    if args.dry_run:
+        for job in todo:
+            print(shlex.join(job.command(out, config, args.iterations, args.extra)))
+        return 0
+    failed, interrupted = run_pending(todo, out, lambda job: job.command(out, config, args.iterations, args.extra))
+    path = RESULTS / f"compare-{args.tag or out.name}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report(collect(out, settings, cells, seeds), argv, failed))
+    logger.info("wrote %s", path)
+    return 130 if interrupted else 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""bench/compare.py: cell plan, skip-finished logic, override order and the table, without training."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ulfine.config import load_config
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "compare.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("bench_compare", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finish(run_dir: Path, top1: float) -> None:
+    run_dir.mkdir(parents=True)
+    metrics = {"top1": top1, "head": top1, "medium": top1, "tail": top1, "train_seconds": 120.0}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_every_cell_and_setting_is_a_valid_config(compare, tmp_path: Path) -> None:
+    for job in compare.plan(list(compare.SETTINGS), list(compare.CELLS), [0]):
+        cfg = load_config(compare.BASE_CONFIG, job.overrides(tmp_path, 7, []))
+        assert cfg.run_dir() == job.run_dir(tmp_path)
+        assert cfg.optim.iterations == (0 if job.cell == "zeroshot" else 7)
+
+
+def test_cell_overrides_win_and_settings_apply(compare, tmp_path: Path) -> None:
+    cfg = load_config(compare.BASE_CONFIG,
+                      compare.Job("uniform", "ulfine-text-only", 1).overrides(tmp_path, None, ["method.name=acr"]))
+    assert (cfg.method.name, cfg.method.ulfine.fusion, cfg.strategy.name) == ("ulfine", "text", "lft")
+    assert (cfg.data.distribution, cfg.data.gamma_u, cfg.train.seed) == ("uniform", 1.0, 1)
+
+
+def test_finished_cells_are_skipped(compare, tmp_path: Path) -> None:
+    jobs = compare.plan(["consistent", "reversed"], ["lp-fixmatch", "ulfine"], [0, 1])
+    _finish(compare.Job("consistent", "ulfine", 1).run_dir(tmp_path), 80.0)
+    (compare.Job("reversed", "lp-fixmatch", 0).run_dir(tmp_path) / "checkpoints").mkdir(parents=True)  # unfinished
+    todo = compare.pending(jobs, tmp_path)
+    assert len(todo) == 7 and compare.Job("consistent", "ulfine", 1) not in todo
+    assert compare.Job("reversed", "lp-fixmatch", 0) in todo
+
+
+def test_dry_run_prints_only_missing_commands(compare, tmp_path: Path, capsys) -> None:
+    _finish(compare.Job("consistent", "lp-acr", 0).run_dir(tmp_path), 70.0)
+    args = ["--cells", "lp-acr,zeroshot", "--settings", "consistent", "--seeds", "0", "--out", str(tmp_path),
+            "--iterations", "5", "--dry-run"]
+    assert compare.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "-m ulfine train --config" in lines[0]
+    assert lines[0].endswith("strategy.name=zeroshot optim.iterations=0 method.name=fixmatch")
+
+
+def test_unknown_cell_names_the_culprit(compare) -> None:
+    with pytest.raises(SystemExit, match="lp-fixmach"):
+        compare.choose("lp-fixmach", compare.CELLS, "cells")
+
+
+def test_table_only_aggregates_finished_seeds(compare, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(compare, "RESULTS", tmp_path / "results")
+    for seed, top1 in ((0, 70.0), (1, 74.0)):
+        _finish(compare.Job("reversed", "fft-acr", seed).run_dir(tmp_path / "runs"), top1)
+    args = ["--table-only", "--cells", "fft-acr,ulfine", "--settings", "reversed", "--out", str(tmp_path / "runs"),
+            "--tag", "t"]
+    assert compare.main(args) == 0
+    text = (tmp_path / "results" / "compare-t.md").read_text()
+    assert "| fft-acr | 2 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | 2.00 ± 0.00 |" in text
+    assert "| ulfine | 0 | n/a |" in text
+    assert "--table-only" in text and "- commit: `" in text and "CPUs" in text
+
+
+def test_a_failing_cell_does_not_stop_the_others(compare, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(compare, "RESULTS", tmp_path / "results")
+    crash = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    finish = [sys.executable, "-c", "import sys, pathlib; p = pathlib.Path(sys.argv[1]); "
+              "p.mkdir(parents=True, exist_ok=True); (p / 'metrics.json').write_text('{\"top1\": 50.0}')"]
+    jobs = compare.plan(["consistent"], ["lp-acr", "lft-acr"], [0])
+    commands = {jobs[0]: crash, jobs[1]: [*finish, str(jobs[1].run_dir(tmp_path))]}
+    failed, interrupted = compare.run_pending(jobs, tmp_path, commands.__getitem__)
+    assert failed == [jobs[0]] and not interrupted
+    assert "boom" in (jobs[0].run_dir(tmp_path) / "compare.log").read_text()
+    assert compare.pending(jobs, tmp_path) == [jobs[0]]
