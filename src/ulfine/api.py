@@ -177,9 +177,9 @@ def check_base_model(foundation: Foundation, state: TunedState) -> None:
     found = foundation.weights_hash()
     if found != state.base_sha256:
         raise BaseModelMismatchError(
-            f"base model '{foundation.identifier}' does not match export '{state.source}': "
-            f"its image-tower sha256 is {found}, the export was fine-tuned on {state.base_sha256} "
-            f"(model.name was '{state.cfg.model.name}'). Point the model at the original weights."
+            f"base model '{foundation.identifier}' does not match export '{state.source}': its image "
+            f"tower has sha256 {found}, but the export was fine-tuned on '{state.cfg.model.name}' with "
+            f"sha256 {state.base_sha256}. Pass the original weights with --model / model_name=."
         )
 
 
@@ -221,11 +221,10 @@ def load_run(
     still checks the image-tower hash. ``precision`` defaults to the run's ``train.precision``,
     which is what its test metrics were computed with."""
     state = read_tuned_state(path)
-    if model_name is not None:
-        state.cfg.model = dataclasses.replace(state.cfg.model, name=model_name)
+    model = state.cfg.model if model_name is None else dataclasses.replace(state.cfg.model, name=model_name)
     device = resolve_device(str(device))
     try:
-        foundation = load_foundation(state.cfg.model, device)
+        foundation = load_foundation(model, device)
     except ModelNotFoundError as err:
         raise ModelNotFoundError(f"base model of '{state.source}' not found: {err} "
                                  f"(pass its location with --model / model_name=)") from err

@@ -42,8 +42,9 @@ def test_mismatched_base_model_is_an_error(export_dir: Path, tmp_path: Path) -> 
     other = save_local_dir(make_tiny_clip(seed=1), tmp_path / "other-clip")
     with pytest.raises(BaseModelMismatchError, match="sha256") as info:
         load_run(export_dir, model_name=f"local-dir:{other}")
-    expected = json.loads((export_dir / "export.json").read_text())["base_model"]["sha256"]
-    assert expected in str(info.value) and str(other) in str(info.value)
+    recorded = json.loads((export_dir / "export.json").read_text())["base_model"]
+    assert recorded["sha256"] in str(info.value) and recorded["name"] in str(info.value)
+    assert str(other) in str(info.value)
 
 
 def test_export_records_an_absolute_base_path(export_dir: Path) -> None:

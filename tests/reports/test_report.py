@@ -46,3 +46,16 @@ def test_confusion_matrix_counts_repeated_pairs() -> None:
     preds, targets = torch.tensor([0, 0, 2, 1, 1]), torch.tensor([0, 0, 1, 1, 2])
     expected = torch.tensor([[2, 0, 0], [0, 1, 1], [0, 1, 0]])
     assert torch.equal(confusion_matrix(preds, targets, 3), expected)
+
+
+def test_report_of_unfinished_run(tiny_run: Path, tmp_path: Path) -> None:
+    """No metrics.json yet: the summary says so, the test predictions still give the matrix."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "metrics.json").unlink()
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out), "--device", "cpu", "--workers", "0"]) == 0
+    text = out.read_text()
+    assert "not finished" in section(text, "Summary")
+    assert "data:image/png;base64," in section(text, "Confusion matrix")
+    assert "data:image/png;base64," in section(text, "Reliability")

@@ -27,7 +27,7 @@ def test_predictions(run_dir: str | Path, device: str = "auto", num_workers: int
     loader = eval_loader(test, cfg.data.eval_batch_size, num_workers)
     logits, targets = predict_logits(predictor.learner.predict, loader, predictor.device, predictor.precision,
                                      desc="test predictions")
-    return TestPredictions(logits, targets)
+    return TestPredictions(logits, targets, predictor.class_names)
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, device: str = "auto",

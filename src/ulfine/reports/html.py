@@ -43,6 +43,7 @@ class TestPredictions:
 
     logits: Tensor  # [N, C]
     targets: Tensor  # [N]
+    class_names: list[str]
 
 
 @dataclass
@@ -58,7 +59,11 @@ class ReportInputs:
 
     @property
     def class_names(self) -> list[str]:
-        return list((self.metrics or {}).get("class_names") or [])
+        """From metrics.json, else from the predictions (a run that has not finished)."""
+        names = (self.metrics or {}).get("class_names")
+        if names:
+            return list(names)
+        return list(self.predictions.class_names) if self.predictions is not None else []
 
 
 def read_inputs(run_dir: str | Path, predictions: TestPredictions | None, predictions_note: str = "") -> ReportInputs:
@@ -144,7 +149,7 @@ def per_class_section(inputs: ReportInputs) -> str:
 def confusion_section(inputs: ReportInputs) -> str:
     if inputs.predictions is None:
         return _note(f"not computed: {inputs.predictions_note or 'no test predictions were given'}")
-    names = inputs.class_names or [str(k) for k in range(inputs.predictions.logits.shape[1])]
+    names = inputs.class_names
     matrix = confusion_matrix(inputs.predictions.logits.argmax(-1), inputs.predictions.targets, len(names))
     size = max(5.0, 0.45 * len(names))
     return _figure(lambda ax: confusion_matrix_plot(ax, matrix.numpy(), names), (size + 1.0, size))
