@@ -26,7 +26,7 @@ def _calibration(ece: float) -> dict:
 
 
 def make_run(root: Path, name: str, strategy: str, method: str, top1: float, pseudo: dict | None = None,
-             calibration: dict | None = None, ulfine: dict | None = None) -> Path:
+             calibration: dict | None = None, ulfine: dict | None = None, method_state: dict | None = None) -> Path:
     """A run folder as the trainer writes it, with hand-made numbers."""
     run = root / name
     run.mkdir(parents=True)
@@ -36,7 +36,7 @@ def make_run(root: Path, name: str, strategy: str, method: str, top1: float, pse
                "per_class": [top1] * 3, "groups": {"head": [0], "medium": [1], "tail": [2]},
                "train_seconds": 90.0, "iterations": 20, "class_names": CLASSES,
                "labeled_counts": [50, 10, 2], "unlabeled_counts": [400, 80, 16],
-               "pseudo_labels": pseudo or {}, "method_state": {}}
+               "pseudo_labels": pseudo or {}, "method_state": method_state or {}}
     if calibration is not None:
         metrics["calibration"] = calibration
     (run / "metrics.json").write_text(json.dumps(metrics))
@@ -60,8 +60,11 @@ def test_analyze_two_runs_writes_table_and_figures(tmp_path: Path) -> None:
                   _pseudo([30, 20, 10], [12, 8, 6], 60.0, 75.5, 0.81), _calibration(12.5))
     lft = make_run(tmp_path, "b", "lft", "fixmatch", 80.0,
                    _pseudo([40, 20, 4], [3, 2, 1], 90.625, 80.0, 0.975))
+    state = {"proto_drift_cos": [1.0, 0.99, 0.9], "proto_visual_cos": [0.3, 0.4, 0.5], "alpha": [0.01, 0.002, 0.0]}
+    ulf = make_run(tmp_path, "c", "lft", "ulfine", 85.0, _pseudo([40, 20, 4], [3, 2, 1], 90.0, 80.0, 0.7),
+                   method_state=state)
     out = tmp_path / "analysis"
-    assert main(["analyze", str(lp), str(lft), "--out", str(out)]) == 0
+    assert main(["analyze", str(lp), str(lft), str(ulf), "--out", str(out)]) == 0
 
     text = (out / "analysis.md").read_text()
     # run | strategy | method | top1 | head | medium | tail | ECE | pseudo acc | mask rate | wrong conf | train min
@@ -69,8 +72,9 @@ def test_analyze_two_runs_writes_table_and_figures(tmp_path: Path) -> None:
         "lp", "fixmatch", "70.00", "80.00", "70.00", "60.00", "12.50", "60.00", "75.50", "0.810", "1.50"]
     assert _table_row(text, "lft/fixmatch")[3:] == [
         "80.00", "90.00", "80.00", "70.00", "n/a", "90.62", "80.00", "0.975", "1.50"]
-    assert _table_row(text, "ship")[1:] == ["2", "6 / 10", "1 / 4"]
-    for png in ("group_accuracy.png", "pseudo_labels.png", "pseudo_curves.png", "reliability.png"):
+    assert _table_row(text, "ship")[1:] == ["2", "6 / 10", "1 / 4", "1 / 4"]
+    for png in ("group_accuracy.png", "per_class_accuracy.png", "pseudo_labels.png", "pseudo_curves.png",
+                "ulfine_prototypes.png", "reliability.png"):
         assert f"]({png})" in text
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -80,8 +84,8 @@ def test_analyze_without_pseudo_labels_or_calibration_notes_missing_figures(tmp_
     zero = make_run(tmp_path, "zs", "zeroshot", "fixmatch", 60.0, none_seen)
     path = write_analysis([load_run(zero)], tmp_path / "out")
     text = path.read_text()
-    assert "reliability.png" not in text and "pseudo_labels.png" not in text
-    assert not (tmp_path / "out" / "reliability.png").exists()
+    for absent in ("reliability.png", "pseudo_labels.png", "pseudo_curves.png", "ulfine_prototypes.png"):
+        assert absent not in text and not (tmp_path / "out" / absent).exists()
     assert _table_row(text, "zeroshot/fixmatch")[7:11] == ["n/a"] * 4
     assert _table_row(text, "ship")[2] == "n/a"
     assert (tmp_path / "out" / "group_accuracy.png").is_file()

@@ -176,6 +176,14 @@ def plot_group_accuracy(runs: Sequence[RunRecord], path: Path) -> Path:
     return path
 
 
+def plot_per_class_accuracy(runs: Sequence[RunRecord], path: Path) -> Path:
+    """Test accuracy per class, one series per run, against the labeled counts (the tail)."""
+    values = {run.label: [_nan(v) for v in run.metrics["per_class"]] for run in runs}
+    per_class_bars(path, _class_names(runs), values, ylabel="test accuracy (%)",
+                   counts=runs[0].metrics.get("labeled_counts"))
+    return path
+
+
 def plot_pseudo_labels(runs: Sequence[RunRecord], path: Path) -> Path | None:
     """Left: false pseudo-labels per predicted class, one series per run, against the labeled
     counts; right: mean confidence of correct vs wrong pseudo-labels per run (LFT's
@@ -214,6 +222,23 @@ def plot_pseudo_curves(runs: Sequence[RunRecord], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_ulfine_prototypes(runs: Sequence[RunRecord], path: Path) -> Path | None:
+    """ULFine runs: per class, cosine of the text prototype C_t to its initial value (drift) and
+    to the visual prototype C_v, and the last PAF step alpha; None without ULFine runs."""
+    keys = {"proto_drift_cos": "cos(C_t, initial C_t)", "proto_visual_cos": "cos(C_t, C_v)", "alpha": "PAF alpha"}
+    runs = [run for run in runs if "proto_visual_cos" in (run.metrics.get("method_state") or {})]
+    if not runs:
+        return None
+    names = _class_names(runs)
+    fig = Figure(figsize=(max(12.0, 1.2 * len(names)), 4), layout="constrained")
+    for ax, (key, ylabel) in zip(fig.subplots(1, len(keys)), keys.items()):
+        per_class_bars(ax, names, {run.label: run.metrics["method_state"][key] for run in runs}, ylabel=ylabel)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    if len(runs) == 1:  # per_class_bars adds a legend only for several series
+        fig.suptitle(runs[0].label, fontsize=9)
+    return _save(fig, path)
+
+
 def plot_reliability(runs: Sequence[RunRecord], path: Path) -> Path | None:
     """One reliability diagram per run with its ECE; None when no run has calibration."""
     runs = [run for run in runs if run.calibration.get("bin_edges") is not None]
@@ -232,8 +257,10 @@ def _nan(value: float | None) -> float:
 # (figure file, section title, plot function); a function returning None leaves a note instead
 FIGURES: list[tuple[str, str, Callable[[Sequence[RunRecord], Path], Path | None]]] = [
     ("group_accuracy.png", "Accuracy by class group", plot_group_accuracy),
+    ("per_class_accuracy.png", "Accuracy per class", plot_per_class_accuracy),
     ("pseudo_labels.png", "Pseudo-labels: false ones per class, and their confidence", plot_pseudo_labels),
     ("pseudo_curves.png", "Pseudo-labels during training", plot_pseudo_curves),
+    ("ulfine_prototypes.png", "ULFine: text prototypes after PAF", plot_ulfine_prototypes),
     ("reliability.png", "Calibration (reliability diagram, test set)", plot_reliability),
 ]
 
