@@ -24,6 +24,7 @@ def test_counts_on_a_hand_made_batch() -> None:
     assert out["error_rate"] == [pytest.approx(50.0), pytest.approx(100.0), None]
     assert out["mean_confidence_correct"] == pytest.approx(0.9)
     assert out["mean_confidence_wrong"] == pytest.approx(0.75)
+    assert out["mean_confidence_wrong_per_class"] == [pytest.approx(0.8), pytest.approx(0.7), None]
     assert out["pseudo_hist"] == [3, 1, 1]
     assert out["true_hist"] == [1, 1, 2]
     assert out["mask_rate"] == pytest.approx(80.0)

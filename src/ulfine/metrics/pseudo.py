@@ -38,6 +38,7 @@ class PseudoLabelDiagnostics(Accumulator):
             "true_hist": per_class,  # known hidden labels
             "confidence_correct": scalar,  # summed confidence of correct passed pseudo-labels
             "confidence_wrong": scalar,
+            "confidence_wrong_per_class": per_class,  # ... of wrong passed ones, by predicted class
             "seen": scalar,  # pseudo-labels seen
         })
 
@@ -62,6 +63,7 @@ class PseudoLabelDiagnostics(Accumulator):
         self.add("true_hist", torch.bincount(hidden[known], minlength=self.num_classes))
         self.add("confidence_correct", (confidence * right).sum())
         self.add("confidence_wrong", (confidence * wrong).sum())
+        self.add("confidence_wrong_per_class", self._count(labels, confidence * wrong))
         self.add("seen", torch.tensor(float(labels.numel()), device=labels.device))
 
     def compute(self) -> dict[str, Any]:
@@ -78,6 +80,9 @@ class PseudoLabelDiagnostics(Accumulator):
             "pseudo_accuracy": percent(num_right.view(1), s["passed_known"].sum().view(1))[0],
             "mean_confidence_correct": _mean(s["confidence_correct"], num_right),
             "mean_confidence_wrong": _mean(s["confidence_wrong"], num_wrong),
+            "mean_confidence_wrong_per_class": [
+                _mean(total, count) for total, count in zip(s["confidence_wrong_per_class"], s["passed_wrong"])
+            ],
             "pseudo_hist": s["pseudo_hist"].long().tolist(),
             "true_hist": s["true_hist"].long().tolist(),
         }

@@ -185,25 +185,33 @@ def plot_per_class_accuracy(runs: Sequence[RunRecord], path: Path) -> Path:
 
 
 def plot_pseudo_labels(runs: Sequence[RunRecord], path: Path) -> Path | None:
-    """Left: false pseudo-labels per predicted class, one series per run, against the labeled
-    counts; right: mean confidence of correct vs wrong pseudo-labels per run (LFT's
-    over-confidence). None when no run has pseudo-labels."""
+    """False pseudo-labels per predicted class and, beside it, the mean confidence of those
+    wrong pseudo-labels per class, one series per run, against the labeled counts; right:
+    mean confidence of correct vs wrong pseudo-labels per run (LFT's over-confidence).
+    None when no run has pseudo-labels."""
     runs = [run for run in runs if run.pseudo.get("passed_wrong") is not None]
     if not runs:
         return None
     names = _class_names(runs)
-    fig = Figure(figsize=(max(10.0, 0.5 * len(names) + 6), 4.2), layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[3, 1])
-    per_class_bars(left, names, {run.label: run.pseudo["passed_wrong"] for run in runs},
-                   ylabel="false pseudo-labels (above threshold)", counts=runs[0].metrics.get("labeled_counts"))
-    left.legend(loc="upper left", fontsize=8)
-    left.tick_params(axis="x", labelrotation=45, labelsize=8)
+    counts = runs[0].metrics.get("labeled_counts")
+    fig = Figure(figsize=(max(14.0, 1.0 * len(names) + 6), 4.2), layout="constrained")
+    wrong, wrong_conf, overall = fig.subplots(1, 3, width_ratios=[3, 3, 1])
+    per_class_bars(wrong, names, {run.label: run.pseudo["passed_wrong"] for run in runs},
+                   ylabel="false pseudo-labels (above threshold)", counts=counts)
+    per_class_conf = {run.label: [_nan(v) for v in run.pseudo["mean_confidence_wrong_per_class"]]
+                      for run in runs if run.pseudo.get("mean_confidence_wrong_per_class") is not None}
+    if per_class_conf:
+        per_class_bars(wrong_conf, names, per_class_conf, ylabel="mean confidence of false pseudo-labels")
+        wrong_conf.set_ylim(0, 1)
+    for ax in (wrong, wrong_conf):
+        ax.legend(loc="upper left", fontsize=8)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     confidence = {kind: [_nan(run.pseudo.get(f"mean_confidence_{kind}")) for run in runs]
                   for kind in ("correct", "wrong")}
-    per_class_bars(right, [run.label for run in runs], confidence, ylabel="mean confidence")
-    right.set_ylim(0, 1)
-    right.legend(loc="lower right", fontsize=8)
-    right.set_title("pseudo-label confidence", fontsize=9)
+    per_class_bars(overall, [run.label for run in runs], confidence, ylabel="mean confidence")
+    overall.set_ylim(0, 1)
+    overall.legend(loc="lower right", fontsize=8)
+    overall.set_title("pseudo-label confidence", fontsize=9)
     return _save(fig, path)
 
 
