@@ -203,7 +203,7 @@ def plot_pseudo_labels(runs: Sequence[RunRecord], path: Path) -> Path | None:
     if per_class_conf:
         per_class_bars(wrong_conf, names, per_class_conf, ylabel="mean confidence of false pseudo-labels")
         wrong_conf.set_ylim(0, 1)
-    for ax in (wrong, wrong_conf):
+    for ax in (wrong, wrong_conf) if per_class_conf else (wrong,):
         ax.legend(loc="upper left", fontsize=8)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     confidence = {kind: [_nan(run.pseudo.get(f"mean_confidence_{kind}")) for run in runs]
