@@ -260,11 +260,12 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             return value
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise ConfigError(f"config key '{key}' must be finite, got {value!r}")
-            return float(value)
-        raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        number = _as_float(value)
+        if number is None:
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' must be finite, got {value!r}")
+        return number
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -276,6 +277,18 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
     return value
+
+
+def _as_float(value: Any) -> float | None:
+    """A number, or a numeric string: YAML 1.1 reads ``1e-3`` (an exponent without a dot) as a string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:

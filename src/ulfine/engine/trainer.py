@@ -44,13 +44,14 @@ logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN/inf; training stopped and the last good checkpoint is kept."""
+    """A loss term or a parameter became NaN/inf; training stopped and the last good checkpoint is kept."""
 
 
 # Config keys a resumed run may change: they steer logging, evaluation and I/O, not the
-# training trajectory (augmentation is seeded per sample, so the worker count does not matter).
+# training trajectory (augmentation is seeded per sample, so the worker count does not matter;
+# output.dir/name change when a run folder is moved or copied).
 RESUME_MAY_CHANGE = frozenset({
-    "output.resume", "output.tensorboard", "train.eval_every", "train.log_every",
+    "output.dir", "output.name", "output.resume", "output.tensorboard", "train.eval_every", "train.log_every",
     "train.checkpoint_every", "train.device", "train.compile", "data.num_workers",
     "data.eval_batch_size", "model.cache_dir",
 })
@@ -149,12 +150,23 @@ class Trainer:
     def _check_finite(self, out: StepOutput) -> None:
         for name, value in out.losses.items():
             if not torch.isfinite(value).all():
-                last = self.run_dir / "checkpoints" / "last.pt"
-                kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
                 raise NonFiniteLossError(
                     f"loss term '{name}' is {value.item()} at iteration {self.state.iteration}; "
-                    f"stopped ({kept}). Lower optim.lr or set optim.grad_clip"
+                    f"stopped ({self._last_good()}). Lower optim.lr or set optim.grad_clip"
                 )
+
+    def _check_finite_parameters(self) -> None:
+        """A finite loss can still step to inf weights; never let those replace a good checkpoint."""
+        for name, param in self.learner.named_parameters():
+            if param.requires_grad and not torch.isfinite(param).all():
+                raise NonFiniteLossError(
+                    f"parameter '{name}' became non-finite in the optimiser step of iteration "
+                    f"{self.state.iteration}; stopped ({self._last_good()}). Lower optim.lr or set optim.grad_clip"
+                )
+
+    def _last_good(self) -> str:
+        last = self.run_dir / "checkpoints" / "last.pt"
+        return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
 
     def train_step(self, sums: dict[str, Tensor]) -> None:
         """One optimiser step over ``grad_accum`` micro-batches; accumulates losses into ``sums``."""
@@ -331,6 +343,7 @@ class Trainer:
         }
 
     def save_checkpoint(self, name: str) -> None:
+        self._check_finite_parameters()
         if self.dist.is_main:
             ckpt.atomic_save(self.checkpoint_state(), self.run_dir / "checkpoints" / f"{name}.pt")
 
