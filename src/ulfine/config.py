@@ -141,6 +141,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     compile: bool = False  # torch.compile the encoder
     feature_cache: bool = True  # LP with a frozen encoder: train heads on cached features
+    feature_bank: int = 4  # augmentations per image in the feature cache (K)
+    cache_dir: str | None = None  # feature cache folder; None = <output.dir>/.feature_cache
 
 
 @dataclass
@@ -209,6 +211,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.eval_every": (lambda v: v >= 1, ">= 1"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
     "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    "train.feature_bank": (lambda v: v >= 1, ">= 1"),
 }
 
 

@@ -1,6 +1,8 @@
 """The trainable model: image encoder + SSL method, with the forward run once per step.
 
 Wrapping both in one module lets DDP see every trainable parameter through a single forward.
+Inputs are images [B, 3, H, W], or features z [B, D] from the frozen-encoder feature cache
+(`ulfine.engine.feature_cache`), which go to the method as they are: no encoder forward.
 """
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ class Learner(nn.Module):
     def _grad(self, needed: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if needed and not self.encoder.is_frozen else torch.no_grad()
 
+    def embed(self, inputs: Tensor) -> Tensor:
+        """z [B, D]: images through the encoder, cached features (2-d) unchanged."""
+        return inputs.float() if inputs.dim() == 2 else self.encoder(inputs)
+
     def encode_views(
         self, labeled: Tensor, weak: Tensor | None, strong: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -29,11 +35,11 @@ class Learner(nn.Module):
         (unless the method asks otherwise); labeled + strong share one forward with autograd."""
         if weak is None or strong is None:
             with self._grad(True):
-                return self.encoder(labeled), None, None
+                return self.embed(labeled), None, None
         with self._grad(self.method.needs_weak_grad):
-            z_weak = self.encoder(weak)
+            z_weak = self.embed(weak)
         with self._grad(True):
-            z_both = self.encoder(torch.cat([labeled, strong]))
+            z_both = self.embed(torch.cat([labeled, strong]))
         return z_both[: len(labeled)], z_weak, z_both[len(labeled):]
 
     def forward(
@@ -44,4 +50,4 @@ class Learner(nn.Module):
 
     def predict(self, images: Tensor) -> Tensor:
         """Test-time logits [B, C]."""
-        return self.method(self.encoder(images))
+        return self.method(self.embed(images))

@@ -30,6 +30,7 @@ from ulfine.engine import checkpoint as ckpt
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
+from ulfine.engine.feature_cache import feature_data
 from ulfine.engine.learner import Learner
 from ulfine.engine.metrics_log import MetricsLog, rewind_metrics_log
 from ulfine.engine.optim import build_optimizer, build_scheduler
@@ -130,6 +131,9 @@ class Trainer:
                 f"data.batch_size = {cfg.data.batch_size} must be a multiple of optim.grad_accum "
                 f"({cfg.optim.grad_accum}) x the number of processes ({dist.world_size})"
             )
+        if cfg.train.feature_cache and self.learner.encoder.is_frozen and cfg.optim.iterations > 0:
+            # frozen encoder: every split is served as cached features, so no step runs the encoder
+            self.data = feature_data(cfg, self.foundation, self.learner.encoder, self.data, self.device)
         common = dict(num_workers=cfg.data.num_workers, rank=dist.rank, world_size=dist.world_size)
         self.labeled_stream = make_stream(self.data.labeled, micro, seed=cfg.train.seed, **common)
         self.unlabeled_stream = None

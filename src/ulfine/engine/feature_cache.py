@@ -1,0 +1,235 @@
+"""Frozen-encoder feature cache: encode every image's views once, then train heads on the cache.
+
+When the encoder is frozen (strategy lp), a training step only needs the features z of its
+views. `ensure_cache` encodes a bank of ``train.feature_bank`` (K) augmentations of each image:
+K weak views of each labeled image, K weak and K strong views of each unlabeled image, and the
+single eval view of each val/test image. They are stored as memory-mapped ``.npy`` arrays
+``[N, K, D]`` (float16; z is unit-norm) in ``<cache_dir>/<dataset>-<key digest>/``, next to a
+``key.json`` that records everything the features depend on (model weights hash, model name,
+preprocessing, the data fields that pick or change images, the transforms, K, seed, precision,
+the sample indices). A key that differs from the stored one rebuilds the cache and logs why;
+nothing is reused unless the key matches exactly.
+
+`feature_data` then swaps the run's datasets for `FeatureViews`, whose items have the layout of
+`ulfine.data.views.Views` items with features [D] in place of images; the trainer's streams,
+resume state and evaluation run unchanged, and `Learner` passes [B, D] inputs straight to the
+method. A stream item ``(position, seed)`` takes bank entry ``seed % K`` for the first view and
+``(seed // K) % K`` for the second, so weak and strong augmentations are drawn independently and
+reproducibly (the sample seed comes from the stream position, see `ulfine.data.stream`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ulfine.config import RunConfig, to_dict
+from ulfine.data import LTSSLData
+from ulfine.data.stream import sample_seed
+from ulfine.data.views import Views
+from ulfine.engine.amp import autocast
+from ulfine.models.foundation import Foundation
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when the folder layout changes
+STORE_DTYPE = np.float16
+_LOADER_ONLY = ("batch_size", "uratio", "eval_batch_size", "num_workers")  # do not change any image
+_SPLITS = ("labeled", "unlabeled", "val", "test")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+@dataclass(frozen=True)
+class FeatureCache:
+    folder: Path
+    built: bool  # True when this call (re)built it, False when an existing cache was reused
+
+
+def _splits(data: LTSSLData) -> dict[str, Views]:
+    return {name: getattr(data, name) for name in _SPLITS if getattr(data, name) is not None}
+
+
+def _bank_size(split: str, cfg: RunConfig) -> int:
+    """K augmentations for the training splits; the eval view is deterministic, so one."""
+    return cfg.train.feature_bank if split in ("labeled", "unlabeled") else 1
+
+
+def _digest(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def cache_key(cfg: RunConfig, foundation: Foundation, data: LTSSLData) -> dict[str, Any]:
+    """Everything the cached features depend on, as JSON-ready values."""
+    splits = _splits(data)
+    key = {
+        "format": CACHE_FORMAT,
+        "model": cfg.model.name,
+        "checkpoint": cfg.model.checkpoint,
+        "weights": foundation.weights_hash(),
+        "preprocess": foundation.preprocess_cfg,
+        "data": {k: v for k, v in to_dict(cfg.data).items() if k not in _LOADER_ONLY},
+        "transforms": {
+            f"{split}.{view}": _ADDRESS.sub("", repr(transform))
+            for split, views in splits.items() for view, transform in views.transforms.items()
+        },
+        "bank": cfg.train.feature_bank,
+        "seed": cfg.train.seed,
+        "precision": cfg.train.precision,
+        "indices": {split: _digest(views.indices) for split, views in splits.items()},
+    }
+    return json.loads(json.dumps(key))  # tuples -> lists, as they come back from key.json
+
+
+def cache_root(cfg: RunConfig) -> Path:
+    return Path(cfg.train.cache_dir) if cfg.train.cache_dir else Path(cfg.output.dir) / ".feature_cache"
+
+
+def _stale_reason(folder: Path, key: dict[str, Any]) -> str | None:
+    """None when ``folder`` holds a complete cache for ``key``, else why it must be (re)built."""
+    path = folder / "key.json"
+    if not path.is_file():
+        return "no cache yet"
+    stored = json.loads(path.read_text())
+    changed = sorted(k for k in key.keys() | stored.keys() if key.get(k) != stored.get(k))
+    return f"key differs in {changed}" if changed else None
+
+
+class _BankViews(Dataset):
+    """Item i: K transformed copies of each view of image i, [K, 3, H, W], seeded per copy."""
+
+    def __init__(self, views: Views, bank: int, seed: int) -> None:
+        self.views = views
+        self.bank = bank
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        copies = [self.views[(position, sample_seed(self.seed, position * self.bank + k))] for k in range(self.bank)]
+        item = {name: torch.stack([c[name] for c in copies]) for name in self.views.transforms}
+        item["label"], item["index"] = copies[0]["label"], copies[0]["index"]
+        return item
+
+
+@torch.no_grad()
+def _encode_split(encoder: nn.Module, views: Views, bank: int, folder: Path, split: str,
+                  cfg: RunConfig, device: torch.device) -> None:
+    """Writes ``<split>.<view>.npy`` [N, K, D] plus ``<split>.label.npy`` / ``<split>.index.npy``."""
+    dataset = _BankViews(views, bank, seed=sample_seed(cfg.train.seed, _SPLITS.index(split)))
+    loader = DataLoader(dataset, batch_size=max(1, cfg.data.eval_batch_size // bank),
+                        num_workers=cfg.data.num_workers)
+    arrays: dict[str, np.ndarray] = {}
+    labels, indices = np.empty(len(views), np.int64), np.empty(len(views), np.int64)
+    start = 0
+    for batch in loader:
+        count = len(batch["label"])
+        for name in views.transforms:
+            images = batch[name].flatten(0, 1).to(device, non_blocking=True)  # [b*K, 3, H, W]
+            with autocast(device, cfg.train.precision):
+                z = encoder(images).float().view(count, bank, -1).cpu().numpy()
+            if name not in arrays:
+                arrays[name] = np.lib.format.open_memmap(
+                    folder / f"{split}.{name}.npy", mode="w+", dtype=STORE_DTYPE, shape=(len(views), bank, z.shape[-1])
+                )
+            arrays[name][start:start + count] = z
+        labels[start:start + count], indices[start:start + count] = batch["label"], batch["index"]
+        start += count
+    for array in arrays.values():
+        array.flush()
+    np.save(folder / f"{split}.label.npy", labels)
+    np.save(folder / f"{split}.index.npy", indices)
+
+
+def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module,
+           data: LTSSLData, device: torch.device) -> None:
+    """Encode into a private folder, then move it into place (an interrupted build leaves no cache)."""
+    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        for split, views in _splits(data).items():
+            logger.info("feature cache: encoding %s (%d images x %d views)", split, len(views), _bank_size(split, cfg))
+            _encode_split(encoder, views, _bank_size(split, cfg), tmp, split, cfg, device)
+        (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        encoder.train(was_training)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_cache(cfg: RunConfig, foundation: Foundation, encoder: nn.Module, data: LTSSLData,
+                 device: torch.device) -> FeatureCache:
+    """The cache folder for this run's key, built (or rebuilt, logging why) unless it matches."""
+    key = cache_key(cfg, foundation, data)
+    folder = cache_root(cfg) / f"{cfg.data.dataset}-{_digest(key)[:16]}"
+    reason = _stale_reason(folder, key)
+    if reason is None:
+        logger.info("feature cache: reusing %s", folder)
+        return FeatureCache(folder, built=False)
+    logger.info("feature cache: building %s (%s)", folder, reason)
+    _build(folder, key, cfg, encoder, data, device)
+    return FeatureCache(folder, built=True)
+
+
+class FeatureViews(Dataset):
+    """A split's cached features, items laid out as `Views` items with z [D] for each view.
+
+    The arrays are memory-mapped on first use and not pickled, so loader workers open their own.
+    """
+
+    def __init__(self, folder: Path, split: str, view_names: list[str]) -> None:
+        self.folder = folder
+        self.split = split
+        self.view_names = view_names
+        self.labels = np.load(folder / f"{split}.label.npy")
+        self.indices = np.load(folder / f"{split}.index.npy")
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {name: np.load(self.folder / f"{self.split}.{name}.npy", mmap_mode="r")
+                            for name in self.view_names}
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None}
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``key`` is a position, or (position, sample seed) from a stream: the seed picks the
+        bank entry of each view (entry 0 without one)."""
+        position, seed = key if isinstance(key, tuple) else (key, 0)
+        item: dict[str, Any] = {}
+        for order, (name, array) in enumerate(self.arrays().items()):
+            bank = array.shape[1]
+            entry = (seed // bank**order) % bank
+            item[name] = torch.from_numpy(array[position, entry].astype(np.float32))
+        item["label"], item["index"] = int(self.labels[position]), int(self.indices[position])
+        return item
+
+
+def feature_data(cfg: RunConfig, foundation: Foundation, encoder: nn.Module, data: LTSSLData,
+                 device: torch.device) -> LTSSLData:
+    """``data`` with every split served from the feature cache (built here when needed)."""
+    cache = ensure_cache(cfg, foundation, encoder, data, device)
+    cached = {split: FeatureViews(cache.folder, split, list(views.transforms))
+              for split, views in _splits(data).items()}
+    return dataclasses.replace(data, **cached)

@@ -1,0 +1,114 @@
+"""The frozen-encoder feature cache: key invalidation, item layout, and training on it."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from ulfine.config import RunConfig, load_config
+from ulfine.data import build_ltssl_data
+from ulfine.engine.feature_cache import FeatureViews, ensure_cache, feature_data
+from ulfine.engine.trainer import Trainer
+from ulfine.models.encoder import build_image_encoder
+from ulfine.models.foundation import Foundation, load_foundation
+from tests.engine.test_trainer import assert_same_state, tiny_config, trained_state
+
+
+def lp_config(model_dir: Path, data_dir: Path, out: Path, *overrides: str) -> RunConfig:
+    return tiny_config(model_dir, data_dir, out, "strategy.name=lp", "train.feature_bank=2",
+                       f"train.cache_dir={out / 'cache'}", *overrides)
+
+
+def cache_for(cfg: RunConfig, foundation: Foundation):
+    data = build_ltssl_data(cfg.data, foundation.preprocess_cfg)
+    encoder = build_image_encoder(foundation.visual, cfg.strategy)
+    return ensure_cache(cfg, foundation, encoder, data, torch.device("cpu")), data, encoder
+
+
+def test_unchanged_key_reuses_and_any_change_rebuilds(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path)
+    foundation = load_foundation(cfg.model)
+    first, _, _ = cache_for(cfg, foundation)
+    assert first.built
+    again, _, _ = cache_for(cfg, foundation)
+    assert not again.built and again.folder == first.folder
+    for change in ("train.feature_bank=3", "data.randaugment_m=5", "data.n1=6", "train.seed=1"):
+        assert cache_for(lp_config(tiny_clip_dir, tiny_folder, tmp_path, change), foundation)[0].built, change
+    original = foundation.visual.proj.detach().clone()
+    with torch.no_grad():
+        foundation.visual.proj.mul_(1.5)  # new weights, same everything else
+        assert cache_for(cfg, foundation)[0].built
+        foundation.visual.proj.copy_(original)
+    key_file = first.folder / "key.json"
+    key = json.loads(key_file.read_text())
+    key_file.write_text(json.dumps({**key, "bank": 99}))  # a folder whose key does not match
+    with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):
+        assert cache_for(cfg, foundation)[0].built
+    assert "key differs in ['bank']" in caplog.text
+    assert json.loads(key_file.read_text()) == key
+
+
+def test_cached_items_are_the_encoded_views(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path, "train.precision=fp32")
+    foundation = load_foundation(cfg.model)
+    cache, data, encoder = cache_for(cfg, foundation)
+    test = FeatureViews(cache.folder, "test", ["image"])
+    assert len(test) == len(data.test)
+    with torch.no_grad():
+        for position in (0, len(test) - 1):
+            item, image_item = test[position], data.test[position]
+            assert (item["label"], item["index"]) == (image_item["label"], image_item["index"])
+            z = encoder(image_item["image"][None])[0]
+            assert torch.allclose(item["image"], z, atol=2e-3)
+    unlabeled = FeatureViews(cache.folder, "unlabeled", ["weak", "strong"])
+    assert unlabeled[0]["weak"].shape == (foundation.model.visual.output_dim,)
+    entries = {(tuple(unlabeled[(0, seed)]["weak"][:3].tolist()), tuple(unlabeled[(0, seed)]["strong"][:3].tolist()))
+               for seed in range(4)}
+    assert len(entries) == 4  # seeds 0..3 pick every (weak j, strong j') pair of a bank of 2
+
+
+def test_lp_trains_on_the_cache_and_resumes_exactly(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    straight = Trainer(lp_config(tiny_clip_dir, tiny_folder, tmp_path / "a"))
+    assert isinstance(straight.data.unlabeled, FeatureViews) and isinstance(straight.data.test, FeatureViews)
+    result = straight.fit()
+    assert result["iterations"] == 6 and 0 <= result["top1"] <= 100
+    interrupted = Trainer(lp_config(tiny_clip_dir, tiny_folder, tmp_path / "b"))
+    assert interrupted.fit(until=4) == {}
+    resumed = Trainer(lp_config(tiny_clip_dir, tiny_folder, tmp_path / "b", "output.resume=true"))
+    resumed.fit()
+    assert_same_state(trained_state(straight), trained_state(resumed))
+
+
+def test_cached_evaluation_matches_the_image_path(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    common = ("train.precision=fp32", "optim.iterations=1")
+    cached = Trainer(lp_config(tiny_clip_dir, tiny_folder, tmp_path, *common))
+    plain = Trainer(lp_config(tiny_clip_dir, tiny_folder, tmp_path, *common, "train.feature_cache=false"))
+    assert not isinstance(plain.data.test, FeatureViews)
+    cached_logits, cached_targets = cached.predict("test")
+    plain_logits, plain_targets = plain.predict("test")
+    assert torch.equal(cached_targets, plain_targets)
+    assert torch.allclose(cached_logits, plain_logits, atol=0.05)
+
+
+def test_feature_bank_must_be_positive(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    from ulfine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.feature_bank"):
+        load_config(None, ["train.feature_bank=0"])
+
+
+def test_feature_data_swaps_every_split(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path)
+    foundation = load_foundation(cfg.model)
+    data = build_ltssl_data(cfg.data, foundation.preprocess_cfg)
+    encoder = build_image_encoder(foundation.visual, cfg.strategy)
+    cached = feature_data(cfg, foundation, encoder, data, torch.device("cpu"))
+    assert cached.class_names == data.class_names and cached.labeled_counts == data.labeled_counts
+    for split in ("labeled", "unlabeled", "test"):
+        assert len(getattr(cached, split)) == len(getattr(data, split))
+        assert getattr(cached, split).indices.tolist() == getattr(data, split).indices
