@@ -1,0 +1,198 @@
+"""Training throughput: our step against the reference loop, alternated on the same inputs.
+
+For each strategy (LP, LFT AdaptFormer, FFT) with FixMatch on one model and one fixed random
+batch (B labeled + uratio*B unlabeled images, each unlabeled image with a weak and a strong
+view), the variants below run one timed optimiser step (zero_grad, forward, backward, SGD) in
+turn, ``--repeats`` times; the median seconds per step give images/s, counting B + uratio*B
+images per step. Variants:
+
+- reference-fp32 / reference-bf16: `reference_step.reference_step`, LIFT-style: one autograd
+  forward of labeled + weak + strong.
+- ours-fp32 / ours-bf16: `Learner.forward`, the trainer's step: weak view under no_grad,
+  labeled + strong in one autograd forward (bf16 = train.precision's autocast).
+- ours-bf16-compile (``--compile``): the same with `torch.compile` on the encoder.
+
+ours-fp32 / reference-fp32 isolates the algorithmic gain; ours-bf16 / reference-fp32 is what a
+user of the trainer's default precision sees over a fp32 LIFT-style loop. The FLOPs of each
+variant's step are counted once (`FlopCounterMode`) and reported as GFLOP/s next to a matmul
+measured in the same process. Writes bench/results/throughput-<date>.json.
+
+    PYTHONPATH=src python bench/throughput.py
+    PYTHONPATH=src python bench/throughput.py --strategies lft --repeats 3 --batch 16
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from ulfine.config import MethodConfig, ModelConfig, StrategyConfig
+from ulfine.engine.amp import autocast
+from ulfine.engine.learner import Learner
+from ulfine.methods.base import MethodContext, build_method
+from ulfine.models.encoder import build_image_encoder
+from ulfine.models.foundation import load_foundation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_step import reference_step  # noqa: E402
+
+logger = logging.getLogger("bench.throughput")
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+NUM_CLASSES = 10
+CPU = torch.device("cpu")
+
+Step = Callable[[], float]  # runs one optimiser step, returns its seconds
+
+
+def build_learner(model: str, strategy: str) -> Learner:
+    foundation = load_foundation(ModelConfig(name=model, pretrained=None))
+    encoder = build_image_encoder(foundation.visual, StrategyConfig(name=strategy, peft="adaptformer"))
+    dim = foundation.model.visual.output_dim
+    prototypes = F.normalize(torch.randn(NUM_CLASSES, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
+    ctx = MethodContext(NUM_CLASSES, prototypes, torch.linspace(100, 1, NUM_CLASSES))
+    return Learner(encoder, build_method(MethodConfig(name="fixmatch"), ctx)).train()
+
+
+def make_batch(batch: int, uratio: int, size: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(n, 3, size, size, generator=g) for n in (batch, uratio * batch, uratio * batch)]
+    return images[0], torch.randint(0, NUM_CLASSES, (batch,), generator=g), images[1], images[2]
+
+
+def make_step(learner: Learner, forward: Callable, batch: tuple, precision: str) -> Step:
+    params = [p for p in learner.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(CPU, precision):
+            out = forward(*batch)
+        sum(out.losses.values()).backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    return step
+
+
+def count_flops(step: Step) -> float:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def variants(learner: Learner, batch: tuple, compile_encoder: bool) -> dict[str, Step]:
+    reference = lambda *b: reference_step(learner, *b)  # noqa: E731
+    steps = {
+        "reference-fp32": make_step(learner, reference, batch, "fp32"),
+        "ours-fp32": make_step(learner, learner, batch, "fp32"),
+        "reference-bf16": make_step(learner, reference, batch, "bf16"),
+        "ours-bf16": make_step(learner, learner, batch, "bf16"),
+    }
+    if compile_encoder:
+        compiled = Learner(torch.compile(learner.encoder), learner.method)
+        steps["ours-bf16-compile"] = make_step(compiled, compiled, batch, "bf16")
+    return steps
+
+
+def bench_strategy(args: argparse.Namespace, strategy: str, peak: dict[str, float]) -> dict:
+    learner = build_learner(args.model, strategy)
+    size = learner.encoder.visual.image_size[0]
+    batch = make_batch(args.batch, args.uratio, size)
+    steps = variants(learner, batch, args.compile)
+    flops = {}
+    for name, step in steps.items():  # warm-up (and compilation) doubles as the FLOP count
+        step()
+        flops[name] = count_flops(step) if "compile" not in name else flops["ours-bf16"]
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for repeat in range(args.repeats):
+        for name, step in steps.items():
+            times[name].append(step())
+        logger.info("%s repeat %d: %s", strategy, repeat, {k: round(v[-1], 3) for k, v in times.items()})
+    images = args.batch * (1 + args.uratio)
+    result = {}
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        gflops = flops[name] / median / 1e9
+        result[name] = {
+            "seconds": seconds, "median_seconds": median, "images_per_s": images / median,
+            "gflop_per_step": flops[name] / 1e9, "gflop_per_s": gflops,
+            "fraction_of_matmul": gflops / peak["bf16" if "bf16" in name else "fp32"],
+        }
+    reference = result["reference-fp32"]["images_per_s"]
+    ratios = {f"{name} / reference-fp32": r["images_per_s"] / reference for name, r in result.items()}
+    ratios["ours-bf16 / reference-bf16"] = result["ours-bf16"]["images_per_s"] / result["reference-bf16"]["images_per_s"]
+    return {"variants": result, "ratios": ratios}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=f"local-dir:{REPO.parent / 'shared' / 'models' / 'miniclip-ti200'}")
+    parser.add_argument("--batch", type=int, default=64, help="labeled images per step")
+    parser.add_argument("--uratio", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--strategies", nargs="+", default=["lp", "lft", "fft"], choices=["lp", "lft", "fft"])
+    parser.add_argument("--compile", action="store_true", help="also time ours-bf16 with torch.compile")
+    parser.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/...)")
+    return parser.parse_args(argv)
+
+
+def print_table(results: dict) -> None:
+    for strategy, entry in results.items():
+        print(f"\n{strategy}")
+        for name, r in entry["variants"].items():
+            print(f"  {name:20s} {r['images_per_s']:8.1f} img/s  {r['median_seconds']:7.3f} s/step  "
+                  f"{r['gflop_per_s']:7.1f} GFLOP/s ({100 * r['fraction_of_matmul']:.0f}% of matmul)")
+        for name, ratio in entry["ratios"].items():
+            print(f"  {name:40s} {ratio:5.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    results = {strategy: bench_strategy(args, strategy, peak) for strategy in args.strategies}
+    peak_after = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    print_table(results)
+    report = {
+        "command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
+                    "threads": args.threads},
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "images_per_step": args.batch * (1 + args.uratio),
+        "matmul_gflop_per_s": {"before": peak, "after": peak_after},
+        "results": results,
+    }
+    path = args.output or RESULTS / f"throughput-{datetime.date.today().isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
