@@ -286,11 +286,20 @@ class Predictor:
     def _predict_batch(self, batch: dict[str, Any], top_k: int) -> list[FilePrediction]:
         out = [FilePrediction(path, [], [], error) for path, error in zip(batch["paths"], batch["errors"])]
         if batch["images"] is not None:
-            probs, indices = self.predict(batch["images"]).topk(top_k, dim=-1)
+            probs, indices = top_k_classes(self.predict(batch["images"]), top_k)
             for row, position in enumerate(batch["readable"]):
                 out[position].classes = [self.class_names[k] for k in indices[row].tolist()]
                 out[position].probs = probs[row].tolist()
         return out
+
+
+def top_k_classes(probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` most probable classes of ``probs`` [B, C] -> (probs [B, k], indices [B, k]).
+
+    A stable sort rather than ``topk``: bf16 logits tie often, and a tie must go to the lower
+    class index as ``argmax`` (which the run's accuracy used) does."""
+    probs, indices = torch.sort(probs, dim=-1, descending=True, stable=True)
+    return probs[:, :k], indices[:, :k]
 
 
 class _ImageFiles(Dataset):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ulfine.api import load_run
+from ulfine.api import load_run, top_k_classes
 from ulfine.cli import main
 from ulfine.commands.predict import folder_accuracy, list_images
 
@@ -68,3 +68,14 @@ def test_folder_accuracy_needs_class_folders(tmp_path: Path) -> None:
 def test_missing_input_names_it(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["predict", "--run", str(tiny_run), "--images", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+
+def test_ties_go_to_the_lower_class_index() -> None:
+    """As argmax does, so the CSV agrees with the run's accuracy when bf16 logits tie
+    (``topk`` orders these ten ties 5, 9, 8, ...)."""
+    probs = torch.softmax(torch.tensor([[0.0] * 10, [0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]]), dim=-1)
+    values, indices = top_k_classes(probs, 3)
+    assert indices.tolist() == [[0, 1, 2], [1, 2, 9]]
+    assert torch.equal(indices[:, 0], probs.argmax(dim=-1))
+    assert torch.equal(values, probs.gather(1, indices))
