@@ -165,6 +165,8 @@ def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module
             logger.info("feature cache: encoding %s (%d images x %d views)", split, len(views), _bank_size(split, cfg))
             _encode_split(encoder, views, _bank_size(split, cfg), tmp, split, cfg, device)
         (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+        if _stale_reason(folder, key) is None:  # another process (DDP rank) finished it first
+            return
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
