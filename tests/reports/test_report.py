@@ -9,12 +9,11 @@ from pathlib import Path
 import torch
 
 from ulfine.cli import main
-from ulfine.reports.html import SECTION_TITLES, confusion_matrix
+from ulfine.reports.html import SECTION_TITLES, confusion_matrix, section_id
 
 
 def section(text: str, title: str) -> str:
-    slug = title.lower().replace(" ", "-")
-    match = re.search(rf'<section id="{slug}">(.*?)</section>', text, re.S)
+    match = re.search(rf'<section id="{section_id(title)}">(.*?)</section>', text, re.S)
     assert match, f"section '{title}' missing"
     return match.group(1)
 

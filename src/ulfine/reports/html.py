@@ -66,7 +66,8 @@ class ReportInputs:
         return list(self.predictions.class_names) if self.predictions is not None else []
 
 
-def read_inputs(run_dir: str | Path, predictions: TestPredictions | None, predictions_note: str = "") -> ReportInputs:
+def read_inputs(run_dir: str | Path, predictions: TestPredictions | None,
+                predictions_note: str = "") -> ReportInputs:
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -213,18 +214,25 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid 
 td { text-align: right; } td:first-child { text-align: left; }
 pre { background: #f6f6f6; padding: .8em; max-height: 30em; overflow: auto; font-size: .85em; }
 img { max-width: 100%; display: block; margin: .5em 0; }
-.row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; } .row > div { flex: 1 1 480px; } .note { color: #a33; font-style: italic; }
+.row { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; } .row > div { flex: 1 1 480px; }
+.note { color: #a33; font-style: italic; }
 .caption { color: #555; font-size: .9em; }
 """
 
 
+def section_id(title: str) -> str:
+    return title.lower().replace(" ", "-")
+
+
 def render_report(inputs: ReportInputs) -> str:
     """The report as one HTML string."""
-    title = f"ulfine run report: {inputs.run_dir.name}"
-    body = "".join(f'<section id="{key.lower().replace(" ", "-")}"><h2>{html.escape(key)}</h2>{draw(inputs)}</section>'
+    title = html.escape(f"ulfine run report: {inputs.run_dir.name}")
+    body = "".join(f'<section id="{section_id(key)}"><h2>{html.escape(key)}</h2>{draw(inputs)}</section>'
                    for key, draw in SECTIONS.items())
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>run folder: <code>{html.escape(str(inputs.run_dir.resolve()))}</code></p>{body}</body></html>")
+    folder = html.escape(str(inputs.run_dir.resolve()))
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
+            f"<p>run folder: <code>{folder}</code></p>{body}</body></html>")
 
 
 def write_report(inputs: ReportInputs, path: str | Path) -> Path:
