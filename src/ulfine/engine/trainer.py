@@ -131,15 +131,25 @@ class Trainer:
                 f"data.batch_size = {cfg.data.batch_size} must be a multiple of optim.grad_accum "
                 f"({cfg.optim.grad_accum}) x the number of processes ({dist.world_size})"
             )
+        self._check_unlabeled_split()
         if cfg.train.feature_cache and self.learner.encoder.is_frozen and cfg.optim.iterations > 0:
             # frozen encoder: every split is served as cached features, so no step runs the encoder
             self.data = feature_data(cfg, self.foundation, self.learner.encoder, self.data, self.device)
         common = dict(num_workers=cfg.data.num_workers, rank=dist.rank, world_size=dist.world_size)
         self.labeled_stream = make_stream(self.data.labeled, micro, seed=cfg.train.seed, **common)
         self.unlabeled_stream = None
-        if self.learner.method.needs_unlabeled:
+        if self.learner.method.needs_unlabeled and len(self.data.unlabeled) > 0:
             self.unlabeled_stream = make_stream(self.data.unlabeled, micro * cfg.data.uratio,
                                                 seed=cfg.train.seed + 1, **common)
+
+    def _check_unlabeled_split(self) -> None:
+        """A semi-supervised method with no unlabeled image to train on: name the keys to change."""
+        cfg = self.cfg
+        if self.learner.method.needs_unlabeled and cfg.optim.iterations > 0 and len(self.data.unlabeled) == 0:
+            raise ConfigError(
+                f"method.name = '{cfg.method.name}' trains on unlabeled images, but the split has none "
+                f"(data.m1 = {cfg.data.m1}); raise data.m1 or use method.name=supervised"
+            )
 
     # ------------------------------------------------------------- training
     def _next_batch(self) -> dict[str, Tensor | None]:
