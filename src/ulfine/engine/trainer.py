@@ -225,7 +225,7 @@ class Trainer:
         bar = tqdm(total=cfg.optim.iterations, initial=self.state.iteration, desc="train",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
-            while self.state.iteration < stop_at and self.stop_signal is None:
+            while self.state.iteration < stop_at and not self._stop_agreed():
                 start = time.perf_counter()
                 self.train_step(sums)
                 self.state.iteration += 1
@@ -390,6 +390,18 @@ class Trainer:
             )
 
     # ---------------------------------------------------------------- signals
+    def _stop_agreed(self) -> bool:
+        """Whether any rank got SIGINT/SIGTERM; under DDP all ranks agree, since a signal reaches
+        them at slightly different moments and one rank stopping alone would hang the others."""
+        if not self.dist.enabled:
+            return self.stop_signal is not None
+        flag = torch.tensor([self.stop_signal or 0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+        if signum and self.stop_signal is None:
+            self.stop_signal = signum
+        return signum != 0
+
     def _install_signal_handlers(self) -> dict[int, Any]:
         """SIGINT/SIGTERM finish the current step, write a checkpoint and return from ``fit``
         (``stop_signal`` says which); a second one aborts at once (KeyboardInterrupt), keeping
