@@ -79,7 +79,7 @@ def per_class_bars(
     with axes_for(target, (max(6.0, 0.35 * len(class_names)), 4.0)) as ax:
         for i, (label, heights) in enumerate(values.items()):
             ax.bar(positions + (i - (len(values) - 1) / 2) * width, heights, width=width, label=label)
-        crowded = len(class_names) > 10
+        crowded = len(class_names) > 6
         ax.set_xticks(positions, class_names, rotation=60 if crowded else 0, ha="right" if crowded else "center")
         ax.set_ylabel(ylabel)
         if len(values) > 1:
