@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from ulfine.config import RunConfig, to_dict
 from ulfine.data import LTSSLData
@@ -134,7 +135,7 @@ def _encode_split(encoder: nn.Module, views: Views, bank: int, folder: Path, spl
     arrays: dict[str, np.ndarray] = {}
     labels, indices = np.empty(len(views), np.int64), np.empty(len(views), np.int64)
     start = 0
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"feature cache {split}", leave=False):
         count = len(batch["label"])
         for name in views.transforms:
             images = batch[name].flatten(0, 1).to(device, non_blocking=True)  # [b*K, 3, H, W]
