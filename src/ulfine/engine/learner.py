@@ -32,10 +32,15 @@ class Learner(nn.Module):
         self, labeled: Tensor, weak: Tensor | None, strong: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """z for each view. The weak view only makes pseudo-labels, so it runs without autograd
-        (unless the method asks otherwise); labeled + strong share one forward with autograd."""
+        (unless the method asks otherwise); labeled + strong share one forward with autograd.
+        A frozen encoder needs no autograd at all, so it runs all views in one no-grad forward."""
         if weak is None or strong is None:
             with self._grad(True):
                 return self.embed(labeled), None, None
+        if self.encoder.is_frozen:
+            with torch.no_grad():
+                z = self.embed(torch.cat([labeled, weak, strong]))
+            return tuple(z.split([len(labeled), len(weak), len(strong)]))
         with self._grad(self.method.needs_weak_grad):
             z_weak = self.embed(weak)
         with self._grad(True):
