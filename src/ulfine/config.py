@@ -140,6 +140,9 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     compile: bool = False  # torch.compile the encoder
+    # autograd forward only for the strong images whose pseudo-label passes (their loss is exact;
+    # the others' is 0 anyway); False = every strong image, the reference behaviour
+    sparse_strong: bool = True
     feature_cache: bool = True  # LP with a frozen encoder: train heads on cached features
     feature_bank: int = 4  # augmentations per image in the feature cache (K)
     cache_dir: str | None = None  # feature cache folder; None = <output.dir>/.feature_cache

@@ -102,7 +102,7 @@ class Trainer:
             total_iterations=cfg.optim.iterations,
         )
         method = build_method(cfg.method, ctx)
-        self.learner = Learner(encoder, method).to(self.device)
+        self.learner = Learner(encoder, method, cfg.train.sparse_strong).to(self.device)
         if cfg.train.compile:
             self.learner.encoder = torch.compile(self.learner.encoder)
         self.model: nn.Module = self.learner

@@ -111,6 +111,11 @@ class ACR(SSLMethod):
             logs={"mask_rate": pseudo.mask.mean(), "mask_rate_bal": pseudo_bal.mask.mean(), "tau": self.tau},
         )
 
+    def strong_mask(self, z_weak: Tensor) -> Tensor:
+        """Both strong losses are masked: a sample counts when either target passes."""
+        pseudo, pseudo_bal, _ = self._pseudo_labels(z_weak)
+        return (pseudo.mask > 0) | (pseudo_bal.mask > 0)
+
     @torch.no_grad()
     def _pseudo_labels(self, z_weak: Tensor) -> tuple[PseudoLabels, PseudoLabels, PseudoLabels]:
         """Targets of the standard head (adaptive tau), of the balanced head (fixed tau), and the

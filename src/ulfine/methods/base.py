@@ -66,6 +66,16 @@ class SSLMethod(nn.Module):
         """Losses for one batch; z_weak/z_strong are None when ``needs_unlabeled`` is False."""
         raise NotImplementedError
 
+    def strong_mask(self, z_weak: Tensor) -> Tensor | None:
+        """Which unlabeled samples [B] (bool) can get a non-zero strong-view loss; None = all
+        (the default, for methods where every strong sample counts).
+
+        The trainer runs the encoder's autograd forward only on these strong images and hands
+        ``step`` z = 0 for the others, so it must match the mask ``step`` applies to the strong
+        losses exactly, and must not change any state (it runs before ``step`` on the same z_weak).
+        """
+        return None
+
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """No-grad updates after each optimiser step (e.g. ULFine's PAF)."""

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ulfine.config import MethodConfig
-from ulfine.methods.base import METHODS, MethodContext, SSLMethod, StepOutput
+from ulfine.methods.base import METHODS, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import cross_entropy, masked_ce
 from ulfine.methods.pseudo import pseudo_labels
 from ulfine.models.heads import build_head
@@ -38,11 +38,17 @@ class FixMatch(SSLMethod):
         if z_weak is None or z_strong is None:
             raise ValueError(f"{type(self).__name__} needs the weak and strong unlabeled views, got None")
         loss_sup = self.supervised_loss(self.head(z_labeled), targets)
-        with torch.no_grad():  # the weak view only makes targets: no graph for it
-            pseudo = pseudo_labels(self.head(z_weak), self.cfg.threshold)
+        pseudo = self._pseudo(z_weak)
         loss_unsup = masked_ce(self.head(z_strong), pseudo.labels, pseudo.mask)
         return StepOutput(
             losses={"sup": loss_sup, "unsup": self.cfg.lambda_u * loss_unsup},
             pseudo=pseudo,
             logs={"mask_rate": pseudo.mask.mean()},
         )
+
+    def strong_mask(self, z_weak: Tensor) -> Tensor:
+        return self._pseudo(z_weak).mask > 0
+
+    @torch.no_grad()  # the weak view only makes targets: no graph for it
+    def _pseudo(self, z_weak: Tensor) -> PseudoLabels:
+        return pseudo_labels(self.head(z_weak), self.cfg.threshold)

@@ -184,13 +184,20 @@ class ULFine(SSLMethod):
         """L_s per head, pseudo-labels from the fused weak view, L_u per head, L_orth; then the
         no-grad state updates (c^v, P_u, pi_hat)."""
         losses = self._supervised_losses(z_labeled, targets)
-        with torch.no_grad():
-            pseudo = pseudo_labels(self.fuse(self.head_logits(z_weak)), self.cfg.threshold)
+        pseudo = self._pseudo(z_weak)
         losses.update(self._unsupervised_losses(z_strong, pseudo))
         if self.ucfg.orth:
             losses["orth"] = self.ucfg.lambda_orth * orthogonality_loss(self.proto_text)
         self._update_state(z_labeled, targets, pseudo)
         return StepOutput(losses=losses, pseudo=pseudo)
+
+    def strong_mask(self, z_weak: Tensor) -> Tensor:
+        return self._pseudo(z_weak).mask > 0
+
+    @torch.no_grad()
+    def _pseudo(self, z_weak: Tensor) -> PseudoLabels:
+        """Pseudo-labels from the fused weak-view logits s(x_u^w)."""
+        return pseudo_labels(self.fuse(self.head_logits(z_weak)), self.cfg.threshold)
 
     def _supervised_losses(self, z_labeled: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """sup_lp = CE(s_l + tau_train log(pi_l), y), sup_text = CE(s_t, y)."""
