@@ -57,6 +57,13 @@ CELLS: dict[str, list[str]] = {
     "ulfine-no-orth": [*_ULFINE, "method.ulfine.orth=false"],
     "ulfine-text-only": [*_ULFINE, "method.ulfine.fusion=text"],
     "ulfine-lp-only": [*_ULFINE, "method.ulfine.fusion=lp"],
+    # ULFine's heads on the frozen encoder (cached features): the same PAF / orthogonality / DLF
+    # ablation at a fraction of the cost, so it can cover every setting and seed on a small CPU.
+    "lp-ulfine": ["strategy.name=lp", "method.name=ulfine"],
+    "lp-ulfine-no-paf": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.paf=false"],
+    "lp-ulfine-no-orth": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.orth=false"],
+    "lp-ulfine-text-only": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.fusion=text"],
+    "lp-ulfine-lp-only": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.fusion=lp"],
 }
 
 # unlabeled-data setting -> overrides (ULFINE.md section 1)
