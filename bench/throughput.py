@@ -9,8 +9,16 @@ images per step. Variants:
 - reference-fp32 / reference-bf16: `reference_step.reference_step`, LIFT-style: one autograd
   forward of labeled + weak + strong.
 - ours-fp32 / ours-bf16: `Learner.forward`, the trainer's step: weak view under no_grad,
-  labeled + strong in one autograd forward (bf16 = train.precision's autocast).
-- ours-bf16-compile (``--compile``): the same with `torch.compile` on the encoder.
+  labeled + the strong images whose pseudo-label passes (`SSLMethod.strong_mask`, the sparse
+  strong view) in one autograd forward (bf16 = train.precision's autocast). The fraction of
+  strong images kept is reported as ``keep_fraction``.
+- ours-<p>-keep25 / -keep50 (``--keep-fractions``): the same with the mask forced to keep that
+  fraction, since the mask rate of the model at init (random prototypes) says nothing about
+  training: LFT FixMatch at threshold 0.95 keeps ~25% after 250 iterations, ~40-60% later.
+  The forced mask changes the losses, not the work, so the time is that of a real step.
+- ours-<p>-dense: ``sparse_strong=False``, every strong image in the autograd forward (= keep
+  100%, the step before the sparse strong view).
+- ours-bf16-compile (``--compile``): ours-bf16 with `torch.compile` on the encoder.
 
 ours-fp32 / reference-fp32 isolates the algorithmic gain; ours-bf16 / reference-fp32 is what a
 user of the trainer's default precision sees over a fp32 LIFT-style loop. The FLOPs of each
@@ -32,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -103,14 +112,36 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def variants(learner: Learner, batch: tuple, compile_encoder: bool) -> dict[str, Step]:
+def forced_keep(learner: Learner, fraction: float) -> Callable:
+    """`Learner.forward` with the strong mask forced to keep the first ``fraction`` of the strong images."""
+
+    def forward(labeled: torch.Tensor, targets: torch.Tensor, weak: torch.Tensor, strong: torch.Tensor):
+        keep = torch.arange(len(strong)) < round(fraction * len(strong))
+        with mock.patch.object(learner.method, "strong_mask", lambda z_weak: keep):
+            return learner(labeled, targets, weak, strong)
+
+    return forward
+
+
+def own_keep_fraction(learner: Learner, weak: torch.Tensor) -> float:
+    """The fraction of strong images the method keeps on this batch (the model's own mask rate)."""
+    with torch.no_grad():
+        mask = learner.method.strong_mask(learner.encoder(weak))
+    return 1.0 if mask is None else mask.float().mean().item()
+
+
+def variants(learner: Learner, batch: tuple, compile_encoder: bool, fractions: list[float]) -> dict[str, Step]:
     reference = lambda *b: reference_step(learner, *b)  # noqa: E731
-    steps = {
-        "reference-fp32": make_step(learner, reference, batch, "fp32"),
-        "ours-fp32": make_step(learner, learner, batch, "fp32"),
-        "reference-bf16": make_step(learner, reference, batch, "bf16"),
-        "ours-bf16": make_step(learner, learner, batch, "bf16"),
-    }
+    dense = Learner(learner.encoder, learner.method, sparse_strong=False)
+    steps = {}
+    for precision in ("fp32", "bf16"):
+        steps[f"reference-{precision}"] = make_step(learner, reference, batch, precision)
+        steps[f"ours-{precision}"] = make_step(learner, learner, batch, precision)
+        for fraction in fractions:
+            steps[f"ours-{precision}-keep{round(100 * fraction)}"] = make_step(
+                learner, forced_keep(learner, fraction), batch, precision
+            )
+        steps[f"ours-{precision}-dense"] = make_step(dense, dense, batch, precision)
     if compile_encoder:
         compiled = Learner(torch.compile(learner.encoder), learner.method)
         steps["ours-bf16-compile"] = make_step(compiled, compiled, batch, "bf16")
@@ -121,7 +152,11 @@ def bench_strategy(args: argparse.Namespace, strategy: str, peak: dict[str, floa
     learner = build_learner(args.model, strategy)
     size = learner.encoder.visual.image_size[0]
     batch = make_batch(args.batch, args.uratio, size)
-    steps = variants(learner, batch, args.compile)
+    own = own_keep_fraction(learner, batch[2])
+    steps = variants(learner, batch, args.compile, args.keep_fractions)
+    keep = {name: 1.0 for name in steps if "reference" in name or "dense" in name}
+    keep.update({name: own for name in steps if name.startswith("ours") and name not in keep})
+    keep.update({f"ours-{p}-keep{round(100 * f)}": f for p in ("fp32", "bf16") for f in args.keep_fractions})
     flops = {}
     for name, step in steps.items():  # warm-up (and compilation) doubles as the FLOP count
         step()
@@ -140,11 +175,14 @@ def bench_strategy(args: argparse.Namespace, strategy: str, peak: dict[str, floa
             "seconds": seconds, "median_seconds": median, "images_per_s": images / median,
             "gflop_per_step": flops[name] / 1e9, "gflop_per_s": gflops,
             "fraction_of_matmul": gflops / peak["bf16" if "bf16" in name else "fp32"],
+            "keep_fraction": keep[name],
         }
-    reference = result["reference-fp32"]["images_per_s"]
-    ratios = {f"{name} / reference-fp32": r["images_per_s"] / reference for name, r in result.items()}
-    ratios["ours-bf16 / reference-bf16"] = result["ours-bf16"]["images_per_s"] / result["reference-bf16"]["images_per_s"]
-    return {"variants": result, "ratios": ratios}
+    ratios = {}
+    for name, r in result.items():
+        for reference in {"reference-fp32", f"reference-{'bf16' if 'bf16' in name else 'fp32'}"}:
+            if name != reference:
+                ratios[f"{name} / {reference}"] = r["images_per_s"] / result[reference]["images_per_s"]
+    return {"variants": result, "ratios": ratios, "own_keep_fraction": own}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -156,16 +194,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--strategies", nargs="+", default=["lp", "lft", "fft"], choices=["lp", "lft", "fft"])
     parser.add_argument("--compile", action="store_true", help="also time ours-bf16 with torch.compile")
+    parser.add_argument("--keep-fractions", nargs="*", type=float, default=[0.25, 0.5],
+                        help="also time ours with the strong mask forced to keep these fractions")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/...)")
     return parser.parse_args(argv)
 
 
 def print_table(results: dict) -> None:
     for strategy, entry in results.items():
-        print(f"\n{strategy}")
+        print(f"\n{strategy} (own keep fraction {entry['own_keep_fraction']:.2f})")
         for name, r in entry["variants"].items():
             print(f"  {name:20s} {r['images_per_s']:8.1f} img/s  {r['median_seconds']:7.3f} s/step  "
-                  f"{r['gflop_per_s']:7.1f} GFLOP/s ({100 * r['fraction_of_matmul']:.0f}% of matmul)")
+                  f"{r['gflop_per_s']:7.1f} GFLOP/s ({100 * r['fraction_of_matmul']:.0f}% of matmul)  "
+                  f"keep {r['keep_fraction']:.2f}")
         for name, ratio in entry["ratios"].items():
             print(f"  {name:40s} {ratio:5.2f}x")
 
