@@ -105,6 +105,7 @@ class ULFineConfig:
     train_text_prototypes: bool = True  # C_t gets gradients (text losses, L_orth); False: only PAF moves it
     lp_init: Literal["text", "zeros"] = "text"  # LP head W at step 0: C_t (spec) or zeros (s_l = 0)
     fuse_text_weight: float = 1.0  # beta in the dual fusion s = beta * s_t + s_l (spec: 1)
+    text_loss: Literal["ce", "la"] = "ce"  # L_s on s_t: plain CE (spec) or logit-adjusted like s_l
 
 
 @dataclass

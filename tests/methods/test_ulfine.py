@@ -182,6 +182,17 @@ def test_logit_adjusted_lp_loss_uses_the_labeled_prior() -> None:
     assert out.losses["sup_lp"].item() == pytest.approx(cross_entropy(adjusted, targets).item())
 
 
+@pytest.mark.parametrize("text_loss, adjusted", [("ce", False), ("la", True)])
+def test_text_loss_option_adjusts_the_text_head_only_when_asked(text_loss: str, adjusted: bool) -> None:
+    method = three_class_method(fusion="text", text_loss=text_loss)
+    method.log_prior_labeled.copy_(torch.log(torch.tensor([0.5, 0.3, 0.2])))
+    z, targets = torch.tensor([[2.0, 0.0, 1.5]]), torch.tensor([2])
+    out = method.step(z, targets, z, z)
+    s_t = method.text_logits(z).detach()
+    expected = s_t + method.log_prior_labeled if adjusted else s_t
+    assert out.losses["sup_text"].item() == pytest.approx(cross_entropy(expected, targets).item())
+
+
 def test_ce_fuse_prior_trains_plain_ce_and_fuses_the_estimated_prior() -> None:
     # labeled prior (0.75, 0.25); one labeled image of each class; weak view: fused logits
     # 2 z - 2 log(0.75, 0.25) = (0.58, 22.8) and (1.58, 2.77): two pseudo-labels of class 1, only

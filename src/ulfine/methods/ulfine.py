@@ -37,6 +37,8 @@ Losses [ours, FixMatch lineage], yhat = argmax softmax(s(x_u^w)) without gradien
 
     L   = L_s + lambda_u * L_u + lambda_o * L_orth
     L_s = CE(s_l(x_l) + tau * log(pi_l), y) + CE(s_t(x_l), y)        (lp_loss = la; else plain CE)
+          text_loss = la [ours, not the spec's default]: CE(s_t(x_l) + tau * log(pi_l), y), so the
+          text head is not pulled toward the labeled long tail either
     L_u = mean_i 1[max softmax(s(x_u^w))_i >= threshold] * (CE(s_l(x_u^s), yhat_i) + CE(s_t(x_u^s), yhat_i))
 
 Ablation switches remove what they name. ``paf=False``: C_t is never fitted (alpha stays 0).
@@ -149,6 +151,7 @@ class ULFine(SSLMethod):
         self.fusion_weights = _FUSION_WEIGHTS[self.ucfg.fusion](self.ucfg)
         train_factor, fuse_factor = _LP_PRIOR_FACTORS[self.ucfg.lp_loss]
         self.tau_train = train_factor * cfg.la_tau
+        self.tau_text = cfg.la_tau if self.ucfg.text_loss == "la" else 0.0
         self.tau_fuse = fuse_factor * cfg.la_tau
 
     # -- logits -------------------------------------------------------------------------------
@@ -201,7 +204,7 @@ class ULFine(SSLMethod):
 
     def _supervised_losses(self, z_labeled: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """sup_lp = CE(s_l + tau_train log(pi_l), y), sup_text = CE(s_t, y)."""
-        tau = {"text": 0.0, "lp": self.tau_train}
+        tau = {"text": self.tau_text, "lp": self.tau_train}
         return {
             f"sup_{name}": logit_adjusted_ce(s, targets, self.log_prior_labeled, tau[name])
             for name, s in self.head_logits(z_labeled).items()
