@@ -57,6 +57,8 @@ CELLS: dict[str, list[str]] = {
     "ulfine-no-orth": [*_ULFINE, "method.ulfine.orth=false"],
     "ulfine-text-only": [*_ULFINE, "method.ulfine.fusion=text"],
     "ulfine-lp-only": [*_ULFINE, "method.ulfine.fusion=lp"],
+    # the [ours] variant chosen on the validation split: the text head's L_s logit-adjusted too
+    "ulfine-text-la": [*_ULFINE, "method.ulfine.text_loss=la"],
     # ULFine's heads on the frozen encoder (cached features): the same PAF / orthogonality / DLF
     # ablation at a fraction of the cost, so it can cover every setting and seed on a small CPU.
     "lp-ulfine": ["strategy.name=lp", "method.name=ulfine"],
