@@ -34,6 +34,14 @@ def test_accepts_logits_and_reports_none_for_unseen_class() -> None:
     acc.update(torch.tensor([[0.0, 2.0, 1.0]]), torch.tensor([1]))
     out = acc.compute()
     assert out["top1"] == 100.0 and out["few"] is None and out["per_class"][0] is None
+    assert out["class_mean"] == 100.0  # classes without samples do not count
+
+
+def test_class_mean_differs_from_pooled_top1_on_a_long_tailed_set() -> None:
+    acc = ClassAccuracy(num_classes=2)
+    acc.update(torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0, 0, 1]))  # head 3/3 right, tail 0/1
+    out = acc.compute()
+    assert out["top1"] == pytest.approx(75.0) and out["class_mean"] == pytest.approx(50.0)
 
 
 def test_reset_and_state_roundtrip() -> None:

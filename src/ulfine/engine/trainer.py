@@ -269,7 +269,8 @@ class Trainer:
             record["method"] = _tolist(self.learner.method.diagnostics())
             self.diagnostics.reset()
             log.write(it, record)
-            selection = record.get("val", record["test"])["top1"]  # model selection on val when there is one
+            # model selection on val when there is one, by mean per-class accuracy (val is long-tailed)
+            selection = record["val"]["class_mean"] if "val" in record else record["test"]["top1"]
             if selection > self.state.best_top1:
                 self.state.best_top1, self.state.best_iteration = selection, it
                 self.save_checkpoint("best")
@@ -302,7 +303,7 @@ class Trainer:
             **test,
             "train_seconds": self.state.train_seconds,
             "iterations": self.state.iteration,
-            "best_selection_top1": self.state.best_top1,  # val top1 when there is a val split, else test
+            "best_selection_top1": self.state.best_top1,  # val class_mean when there is a val split, else test top1
             "best_iteration": self.state.best_iteration,
             "class_names": self.data.class_names,
             "labeled_counts": list(self.data.labeled_counts),

@@ -68,5 +68,9 @@ class ClassAccuracy(Accumulator):
         for name, members in self.groups.items():
             result[name] = percent(correct[members].sum().view(1), total[members].sum().view(1))[0]
         result["per_class"] = percent(correct, total)
+        present = [acc for acc in result["per_class"] if acc is not None]
+        # mean per-class recall: equals top1 on a balanced set; on a long-tailed validation split
+        # it is the number to select models by (pooled top1 there rewards head bias)
+        result["class_mean"] = sum(present) / len(present) if present else None
         result["groups"] = self.groups
         return result
