@@ -59,6 +59,11 @@ CELLS: dict[str, list[str]] = {
     "ulfine-lp-only": [*_ULFINE, "method.ulfine.fusion=lp"],
     # the [ours] variant chosen on the validation split: the text head's L_s logit-adjusted too
     "ulfine-text-la": [*_ULFINE, "method.ulfine.text_loss=la"],
+    # ... and the best [ours] variant on the validation split (LP, cached): s_l trained with plain
+    # CE, the fused logits corrected by tau * log(pi_hat) (the spec's DLF option)
+    "ulfine-text-la-fuse-prior": [*_ULFINE, "method.ulfine.text_loss=la", "method.ulfine.lp_loss=ce_fuse_prior"],
+    "lp-ulfine-text-la-fuse-prior": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.text_loss=la",
+                                     "method.ulfine.lp_loss=ce_fuse_prior"],
     # ULFine's heads on the frozen encoder (cached features): the same PAF / orthogonality / DLF
     # ablation at a fraction of the cost, so it can cover every setting and seed on a small CPU.
     "lp-ulfine": ["strategy.name=lp", "method.name=ulfine"],
