@@ -72,6 +72,8 @@ _ULFINE_TAGS: dict[str, tuple[Any, Callable[[Any], str]]] = {
     "paf": (True, lambda v: "no PAF"),
     "orth": (True, lambda v: "no orth"),
     "fusion": ("dual", lambda v: f"{v} only"),
+    "text_loss": ("ce", lambda v: f"text {v.upper()}"),
+    "lp_loss": ("la", lambda v: "fused prior" if v == "ce_fuse_prior" else v),
 }
 
 
