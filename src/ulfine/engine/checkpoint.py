@@ -12,6 +12,18 @@ import numpy as np
 import torch
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` so that ``path`` is either the old file or the whole new one (a finished
+    run is recognised by its metrics.json, so a half-written one must never exist)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)

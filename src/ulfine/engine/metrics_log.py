@@ -52,14 +52,28 @@ def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def rewind_metrics_log(run_dir: str | Path, iteration: int) -> int:
-    """Drop records after ``iteration`` (and a line cut short by a kill) before a resumed run
-    logs those steps again; returns how many lines were dropped."""
+def count_records(run_dir: str | Path) -> int:
+    """Complete records in metrics.jsonl now (a checkpoint stores it, to rewind to exactly there)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if _iteration_of(line) is not None)
+
+
+def rewind_metrics_log(run_dir: str | Path, iteration: int, records: int | None = None) -> int:
+    """Drop what a resumed run logs again: every record after the first ``records`` (the count
+    when the checkpoint was written; records of the checkpoint's own iteration written after it,
+    such as the final evaluation, are redone too), or without that count every record after
+    ``iteration``; a line cut short by a kill always goes. Returns how many lines were dropped."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines()
-    kept = [line for line in lines if _iteration_of(line) is not None and _iteration_of(line) <= iteration]
+    complete = [line for line in lines if _iteration_of(line) is not None]
+    if records is not None:
+        kept = complete[:records]
+    else:
+        kept = [line for line in complete if _iteration_of(line) <= iteration]
     if len(kept) < len(lines):
         path.write_text("".join(line + "\n" for line in kept))
     return len(lines) - len(kept)

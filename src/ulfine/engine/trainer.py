@@ -32,7 +32,7 @@ from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.feature_cache import feature_data
 from ulfine.engine.learner import Learner
-from ulfine.engine.metrics_log import MetricsLog, rewind_metrics_log
+from ulfine.engine.metrics_log import MetricsLog, count_records, rewind_metrics_log
 from ulfine.engine.optim import build_optimizer, build_scheduler
 from ulfine.methods.base import MethodContext, StepOutput, build_method
 from ulfine.metrics.accuracy import ClassAccuracy
@@ -246,9 +246,11 @@ class Trainer:
         if self.data.val is not None:
             result["val"] = self.evaluate("val")
         if self.dist.is_main:
-            log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
-            (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+            # checkpoint first: a run killed after it redoes the final record and metrics.json
+            # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
             self.save_checkpoint("last")
+            log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
+            ckpt.atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2))
         log.close()
         barrier()
         return result
@@ -336,13 +338,14 @@ class Trainer:
         if self.dist.is_main and ckpt.remove_stale_temps(last.parent):
             logger.warning("removed partial checkpoint files left by a killed run in %s", last.parent)
         self.load_checkpoint(last)
-        if self.dist.is_main and rewind_metrics_log(self.run_dir, self.state.iteration):
+        if self.dist.is_main and rewind_metrics_log(self.run_dir, self.state.iteration, self._resumed_records):
             logger.info("dropped metrics.jsonl records after iteration %d (they are redone)", self.state.iteration)
         logger.info("resumed %s at iteration %d", self.run_dir, self.state.iteration)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
             "iteration": self.state.iteration,
+            "metrics_records": count_records(self.run_dir),
             "train_state": vars(self.state).copy(),
             "config": to_dict(self.cfg),
             "encoder": self.learner.encoder.tuned_state_dict(),
@@ -365,6 +368,7 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         self._check_resumable(path, state["config"])
+        self._resumed_records = state.get("metrics_records")  # metrics.jsonl length at the save
         self.learner.encoder.load_tuned_state_dict(state["encoder"])
         self.learner.method.load_state_dict(state["method"])
         if self.optimizer is not None:
