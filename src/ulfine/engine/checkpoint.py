@@ -1,37 +1,27 @@
 """Atomic checkpoints: a killed run (even mid-write) always leaves the previous one intact."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 import torch
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` so that ``path`` is either the old file or the whole new one (a finished
-    run is recognised by its metrics.json, so a half-written one must never exist)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
+@contextlib.contextmanager
+def _atomic_open(path: Path, mode: str) -> Iterator[IO]:
+    """A handle on a temp file beside ``path``; on success it is fsynced and renamed over
+    ``path`` (folder fsynced too), on failure removed, so ``path`` is always old or whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+        with os.fdopen(fd, mode) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -43,6 +33,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` atomically (a finished run is recognised by its metrics.json, so a
+    half-written one must never exist)."""
+    with _atomic_open(Path(path), "w") as handle:
+        handle.write(text)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
+    with _atomic_open(Path(path), "wb") as handle:
+        torch.save(obj, handle)
 
 
 class CheckpointError(ValueError):
