@@ -5,8 +5,10 @@ x settings (consistent, uniform, reversed unlabeled data) x seeds all start from
 config (same schedule and budget) plus shared overrides. Each (setting, cell, seed) is one run
 folder ``OUT/<setting>/<cell>/s<seed>`` trained by a subprocess ``python -m ulfine train``, so a
 crash in one cell leaves the others running; a folder holding metrics.json is done and skipped,
-and an interrupted one resumes from its checkpoint. The table (mean ± std over seeds) goes to
-``bench/results/compare-<tag>.md`` with the command line, git commit, date and machine.
+and an interrupted one resumes from its checkpoint. Each launch of a cell appends the commit and command to ``provenance.jsonl`` in its
+run folder, so a table gathered over several invocations (or sessions) still says which code
+trained each cell. The table (mean ± std over seeds) goes to ``bench/results/compare-<tag>.md``
+with the command line, git commit, date, machine and that per-cell provenance.
 
     PYTHONPATH=src python bench/compare.py --dry-run
     PYTHONPATH=src python bench/compare.py --settings consistent --seeds 0 --cells lp-fixmatch --iterations 5
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import os
 import shlex
@@ -180,13 +183,12 @@ def git_commit() -> str:
         return f"unknown ({err})"
 
 
-def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: list[Job]) -> str:
-    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: list[Job], trained_by: str) -> str:
     lines = [
         "# Comparison table: MiniCLIP on CIFAR-10-LT", "",
         f"- command: `{shlex.join(['python', 'bench/compare.py', *argv])}`",
         f"- commit: `{git_commit()}`",
-        f"- date: {now}",
+        f"- date: {_now()}",
         f"- machine: {os.cpu_count()} CPUs",
         "- cells: mean ± sample std over finished seeds (the mean alone for one seed);"
         " accuracies in %, train time in minutes", "",
@@ -195,7 +197,40 @@ def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: l
         lines += [f"- failed this time: {', '.join(f'{j.setting}/{j.cell}/s{j.seed}' for j in failed)}", ""]
     for setting, table in results.items():
         lines += [f"## {setting} unlabeled data", "", comparison_table(table), ""]
+    lines += ["## Which commit trained each cell", "",
+              "From each run folder's `provenance.jsonl` (a cell resumed under another commit is listed under both);",
+              "the train time column is wall clock and depends on what else the machine ran.", "",
+              trained_by or "- (no finished cells)", ""]
     return "\n".join(lines)
+
+
+PROVENANCE = "provenance.jsonl"
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def record_launch(run_dir: Path, command: list[str]) -> None:
+    """Append which commit and command (re)started this cell: a resumed cell lists every launch."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    entry = {"commit": git_commit(), "date": _now(), "command": shlex.join(command)}
+    with (run_dir / PROVENANCE).open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def provenance(out: Path, jobs: list[Job]) -> str:
+    """Markdown list: for each commit, the finished cells it trained (all launches counted)."""
+    by_commit: dict[str, list[str]] = {}
+    for job in jobs:
+        if not is_finished(job, out):
+            continue
+        path = job.run_dir(out) / PROVENANCE
+        commits = [json.loads(line)["commit"] for line in path.read_text().splitlines() if line.strip()] \
+            if path.is_file() else ["not recorded"]
+        for commit in dict.fromkeys(commits):
+            by_commit.setdefault(commit, []).append(f"{job.setting}/{job.cell}/s{job.seed}")
+    return "\n".join(f"- `{commit}`: {', '.join(cells)}" for commit, cells in by_commit.items())
 
 
 def run_pending(todo: list[Job], out: Path, command_of: Callable[[Job], list[str]]) -> tuple[list[Job], bool]:
@@ -204,6 +239,7 @@ def run_pending(todo: list[Job], out: Path, command_of: Callable[[Job], list[str
     try:
         for number, job in enumerate(todo, start=1):
             logger.info("[%d/%d] %s / %s / seed %d", number, len(todo), job.setting, job.cell, job.seed)
+            record_launch(job.run_dir(out), command_of(job))
             code = run_job(command_of(job), job.run_dir(out) / "compare.log")
             if code != 0:
                 logger.error("cell failed (exit %d); see %s", code, job.run_dir(out) / "compare.log")
@@ -245,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     failed, interrupted = run_pending(todo, out, lambda job: job.command(out, config, args.iterations, args.extra))
     path = RESULTS / f"compare-{args.tag or out.name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report(collect(out, settings, cells, seeds), argv, failed))
+    jobs = plan(settings, cells, seeds)
+    path.write_text(report(collect(out, settings, cells, seeds), argv, failed, provenance(out, jobs)))
     logger.info("wrote %s", path)
     return 130 if interrupted else 1 if failed else 0
 

@@ -90,3 +90,23 @@ def test_a_failing_cell_does_not_stop_the_others(compare, tmp_path: Path, monkey
     assert failed == [jobs[0]] and not interrupted
     assert "boom" in (jobs[0].run_dir(tmp_path) / "compare.log").read_text()
     assert compare.pending(jobs, tmp_path) == [jobs[0]]
+
+
+def test_provenance_lists_each_commit_that_trained_a_finished_cell(compare, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(compare, "RESULTS", tmp_path / "results")
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(compare, "git_commit", lambda: "aaa111")
+    compare.record_launch(compare.Job("consistent", "lp-acr", 0).run_dir(runs), ["python", "-m", "ulfine", "train"])
+    monkeypatch.setattr(compare, "git_commit", lambda: "bbb222")  # resumed under a later commit
+    compare.record_launch(compare.Job("consistent", "lp-acr", 0).run_dir(runs), ["python", "-m", "ulfine", "train"])
+    _finish_existing = compare.Job("consistent", "lp-acr", 0).run_dir(runs) / "metrics.json"
+    _finish_existing.write_text(json.dumps({"top1": 1.0, "head": 1.0, "medium": 1.0, "tail": 1.0}))
+    _finish(compare.Job("consistent", "zeroshot", 0).run_dir(runs), 30.0)  # no provenance file
+    compare.record_launch(compare.Job("consistent", "lp-fixmatch", 0).run_dir(runs), ["x"])  # unfinished: not listed
+    args = ["--table-only", "--cells", "zeroshot,lp-fixmatch,lp-acr", "--settings", "consistent", "--seeds", "0",
+            "--out", str(runs), "--tag", "p"]
+    assert compare.main(args) == 0
+    text = (tmp_path / "results" / "compare-p.md").read_text()
+    assert "- `aaa111`: consistent/lp-acr/s0" in text and "- `bbb222`: consistent/lp-acr/s0" in text
+    assert "- `not recorded`: consistent/zeroshot/s0" in text
+    assert "lp-fixmatch/s0" not in text.split("Which commit")[1]
