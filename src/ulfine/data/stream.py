@@ -64,7 +64,8 @@ class Stream:
     """An endless iterator of batches (dicts, see `Views`) with a resumable position."""
 
     def __init__(
-        self, dataset: Dataset, batch_size: int, seed: int, num_workers: int, rank: int = 0, world_size: int = 1
+        self, dataset: Dataset, batch_size: int, seed: int, num_workers: int, rank: int = 0, world_size: int = 1,
+        pin_memory: bool = False,
     ) -> None:
         if len(dataset) == 0:
             raise ValueError("cannot stream an empty dataset")
@@ -78,6 +79,7 @@ class Stream:
         self.num_workers = num_workers
         self.rank = rank
         self.world_size = world_size
+        self.pin_memory = pin_memory  # page-locked batches: asynchronous host-to-GPU copies
         self.position = 0  # global position of the next unread sample
         self._iterator: Iterator[Any] | None = None
 
@@ -87,7 +89,8 @@ class Stream:
         )
         worker_seed = np.random.SeedSequence([self.seed, self.rank, self.position]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(worker_seed))
-        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers, generator=generator)
+        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers, generator=generator,
+                            pin_memory=self.pin_memory)
         return iter(loader)
 
     def __iter__(self) -> "Stream":
@@ -113,7 +116,8 @@ class Stream:
 
 
 def make_stream(
-    dataset: Dataset, batch_size: int, seed: int, num_workers: int, rank: int = 0, world_size: int = 1
+    dataset: Dataset, batch_size: int, seed: int, num_workers: int, rank: int = 0, world_size: int = 1,
+    pin_memory: bool = False,
 ) -> Stream:
     """Endless stream of this rank's share (``batch_size // world_size``) of global batches."""
-    return Stream(dataset, batch_size, seed, num_workers, rank, world_size)
+    return Stream(dataset, batch_size, seed, num_workers, rank, world_size, pin_memory)

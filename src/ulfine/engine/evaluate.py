@@ -11,9 +11,10 @@ from tqdm.auto import tqdm
 from ulfine.engine.amp import autocast
 
 
-def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """``pin_memory`` pays only with a GPU: page-locked batches copy to it asynchronously."""
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                      persistent_workers=False)
+                      persistent_workers=False, pin_memory=pin_memory)
 
 
 @torch.no_grad()

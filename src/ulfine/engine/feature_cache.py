@@ -131,7 +131,7 @@ def _encode_split(encoder: nn.Module, views: Views, bank: int, folder: Path, spl
     """Writes ``<split>.<view>.npy`` [N, K, D] plus ``<split>.label.npy`` / ``<split>.index.npy``."""
     dataset = _BankViews(views, bank, seed=sample_seed(cfg.train.seed, _SPLITS.index(split)))
     loader = DataLoader(dataset, batch_size=max(1, cfg.data.eval_batch_size // bank),
-                        num_workers=cfg.data.num_workers)
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
     arrays: dict[str, np.ndarray] = {}
     labels, indices = np.empty(len(views), np.int64), np.empty(len(views), np.int64)
     start = 0

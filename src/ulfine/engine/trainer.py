@@ -135,7 +135,8 @@ class Trainer:
         if cfg.train.feature_cache and self.learner.encoder.is_frozen and cfg.optim.iterations > 0:
             # frozen encoder: every split is served as cached features, so no step runs the encoder
             self.data = feature_data(cfg, self.foundation, self.learner.encoder, self.data, self.device)
-        common = dict(num_workers=cfg.data.num_workers, rank=dist.rank, world_size=dist.world_size)
+        common = dict(num_workers=cfg.data.num_workers, rank=dist.rank, world_size=dist.world_size,
+                      pin_memory=self.device.type == "cuda")
         self.labeled_stream = make_stream(self.data.labeled, micro, seed=cfg.train.seed, **common)
         self.unlabeled_stream = None
         if self.learner.method.needs_unlabeled and len(self.data.unlabeled) > 0:
@@ -286,7 +287,8 @@ class Trainer:
     @torch.no_grad()
     def predict(self, split: str = "test") -> tuple[Tensor, Tensor]:
         dataset = self.data.test if split == "test" else self.data.val
-        loader = eval_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers)
+        loader = eval_loader(dataset, self.cfg.data.eval_batch_size, self.cfg.data.num_workers,
+                             pin_memory=self.device.type == "cuda")
         module = self.eval_module().eval()
         return predict_logits(module.predict, loader, self.device, self.cfg.train.precision,
                               desc=f"eval {split}", progress=self.dist.is_main)
