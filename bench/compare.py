@@ -183,27 +183,6 @@ def git_commit() -> str:
         return f"unknown ({err})"
 
 
-def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: list[Job], trained_by: str) -> str:
-    lines = [
-        "# Comparison table: MiniCLIP on CIFAR-10-LT", "",
-        f"- command: `{shlex.join(['python', 'bench/compare.py', *argv])}`",
-        f"- commit: `{git_commit()}`",
-        f"- date: {_now()}",
-        f"- machine: {os.cpu_count()} CPUs",
-        "- cells: mean ± sample std over finished seeds (the mean alone for one seed);"
-        " accuracies in %, train time in minutes", "",
-    ]
-    if failed:
-        lines += [f"- failed this time: {', '.join(f'{j.setting}/{j.cell}/s{j.seed}' for j in failed)}", ""]
-    for setting, table in results.items():
-        lines += [f"## {setting} unlabeled data", "", comparison_table(table), ""]
-    lines += ["## Which commit trained each cell", "",
-              "From each run folder's `provenance.jsonl` (a cell resumed under another commit is listed under both);",
-              "the train time column is wall clock and depends on what else the machine ran.", "",
-              trained_by or "- (no finished cells)", ""]
-    return "\n".join(lines)
-
-
 PROVENANCE = "provenance.jsonl"
 
 
@@ -231,6 +210,27 @@ def provenance(out: Path, jobs: list[Job]) -> str:
         for commit in dict.fromkeys(commits):
             by_commit.setdefault(commit, []).append(f"{job.setting}/{job.cell}/s{job.seed}")
     return "\n".join(f"- `{commit}`: {', '.join(cells)}" for commit, cells in by_commit.items())
+
+
+def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: list[Job], trained_by: str) -> str:
+    lines = [
+        "# Comparison table: MiniCLIP on CIFAR-10-LT", "",
+        f"- command: `{shlex.join(['python', 'bench/compare.py', *argv])}`",
+        f"- commit: `{git_commit()}`",
+        f"- date: {_now()}",
+        f"- machine: {os.cpu_count()} CPUs",
+        "- cells: mean ± sample std over finished seeds (the mean alone for one seed);"
+        " accuracies in %, train time in minutes", "",
+    ]
+    if failed:
+        lines += [f"- failed this time: {', '.join(f'{j.setting}/{j.cell}/s{j.seed}' for j in failed)}", ""]
+    for setting, table in results.items():
+        lines += [f"## {setting} unlabeled data", "", comparison_table(table), ""]
+    lines += ["## Which commit trained each cell", "",
+              "From each run folder's `provenance.jsonl` (a cell resumed under another commit is listed under both);",
+              "the train time column is wall clock and depends on what else the machine ran.", "",
+              trained_by or "- (no finished cells)", ""]
+    return "\n".join(lines)
 
 
 def run_pending(todo: list[Job], out: Path, command_of: Callable[[Job], list[str]]) -> tuple[list[Job], bool]:
