@@ -5,9 +5,9 @@ x settings (consistent, uniform, reversed unlabeled data) x seeds all start from
 config (same schedule and budget) plus shared overrides. Each (setting, cell, seed) is one run
 folder ``OUT/<setting>/<cell>/s<seed>`` trained by a subprocess ``python -m ulfine train``, so a
 crash in one cell leaves the others running; a folder holding metrics.json is done and skipped,
-and an interrupted one resumes from its checkpoint. Each launch of a cell appends the commit and command to ``provenance.jsonl`` in its
-run folder, so a table gathered over several invocations (or sessions) still says which code
-trained each cell. The table (mean ± std over seeds) goes to ``bench/results/compare-<tag>.md``
+and an interrupted one resumes from its checkpoint. Each launch of a cell appends the commit
+and command to ``provenance.jsonl`` in its run folder, so a table gathered over several
+invocations (or sessions) still says which code trained each cell. The table (mean ± std over seeds) goes to ``bench/results/compare-<tag>.md``
 with the command line, git commit, date, machine and that per-cell provenance.
 
     PYTHONPATH=src python bench/compare.py --dry-run
@@ -186,14 +186,14 @@ def git_commit() -> str:
 PROVENANCE = "provenance.jsonl"
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def record_launch(run_dir: Path, command: list[str]) -> None:
     """Append which commit and command (re)started this cell: a resumed cell lists every launch."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    entry = {"commit": git_commit(), "date": _now(), "command": shlex.join(command)}
+    entry = {"commit": git_commit(), "date": now_iso(), "command": shlex.join(command)}
     with (run_dir / PROVENANCE).open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
 
@@ -217,7 +217,7 @@ def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: l
         "# Comparison table: MiniCLIP on CIFAR-10-LT", "",
         f"- command: `{shlex.join(['python', 'bench/compare.py', *argv])}`",
         f"- commit: `{git_commit()}`",
-        f"- date: {_now()}",
+        f"- date: {now_iso()}",
         f"- machine: {os.cpu_count()} CPUs",
         "- cells: mean ± sample std over finished seeds (the mean alone for one seed);"
         " accuracies in %, train time in minutes", "",
@@ -239,8 +239,9 @@ def run_pending(todo: list[Job], out: Path, command_of: Callable[[Job], list[str
     try:
         for number, job in enumerate(todo, start=1):
             logger.info("[%d/%d] %s / %s / seed %d", number, len(todo), job.setting, job.cell, job.seed)
-            record_launch(job.run_dir(out), command_of(job))
-            code = run_job(command_of(job), job.run_dir(out) / "compare.log")
+            command = command_of(job)
+            record_launch(job.run_dir(out), command)
+            code = run_job(command, job.run_dir(out) / "compare.log")
             if code != 0:
                 logger.error("cell failed (exit %d); see %s", code, job.run_dir(out) / "compare.log")
                 failed.append(job)
@@ -273,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = choose(args.settings, SETTINGS, "settings")
     cells = choose(args.cells, CELLS, "cells")
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    todo = [] if args.table_only else pending(plan(settings, cells, seeds), out)
+    jobs = plan(settings, cells, seeds)
+    todo = [] if args.table_only else pending(jobs, out)
     if args.dry_run:
         for job in todo:
             print(shlex.join(job.command(out, config, args.iterations, args.extra)))
@@ -281,7 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     failed, interrupted = run_pending(todo, out, lambda job: job.command(out, config, args.iterations, args.extra))
     path = RESULTS / f"compare-{args.tag or out.name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    jobs = plan(settings, cells, seeds)
     path.write_text(report(collect(out, settings, cells, seeds), argv, failed, provenance(out, jobs)))
     logger.info("wrote %s", path)
     return 130 if interrupted else 1 if failed else 0

@@ -16,7 +16,6 @@ Resumable: a finished run (its ``wall.json``) is kept, a rerun does only what is
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from compare import BASE_CONFIG, REPO, RESULTS, git_commit, run_job
+from compare import BASE_CONFIG, REPO, RESULTS, git_commit, now_iso, run_job
 
 from ulfine.reports.runfiles import read_final_metrics
 
@@ -62,7 +61,7 @@ def report(rows: list[dict], argv: list[str], iterations: int) -> str:
         "# Frozen-feature path: LP + FixMatch end to end, with and without the feature cache", "",
         f"- command: `python bench/feature_cache.py {' '.join(argv)}`",
         f"- commit: `{git_commit()}`",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- date: {now_iso()}",
         f"- machine: {os.cpu_count()} CPUs; {iterations} iterations, evaluation once at the end",
         "- wall = the whole `ulfine train` process (model load, cache build from an empty folder, training, test)",
         "",
