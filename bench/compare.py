@@ -31,6 +31,7 @@ from typing import Callable
 import ulfine
 from ulfine.reports.analysis import comparison_table
 from ulfine.reports.runfiles import read_final_metrics
+from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger("bench.compare")
 
@@ -126,7 +127,7 @@ def plan(settings: list[str], cells: list[str], seeds: list[int]) -> list[Job]:
 
 
 def is_finished(job: Job, out: Path) -> bool:
-    return (job.run_dir(out) / "metrics.json").is_file()
+    return RunFolder(job.run_dir(out)).is_finished()
 
 
 def pending(jobs: list[Job], out: Path) -> list[Job]:

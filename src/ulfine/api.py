@@ -29,10 +29,9 @@ from ulfine.data import build_splits
 from ulfine.data.sources import BadImageError, FileSource
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.checkpoint import load_checkpoint
-from ulfine.engine.learner import Learner
-from ulfine.methods.base import MethodContext, build_method
-from ulfine.models.encoder import build_image_encoder
-from ulfine.models.foundation import Foundation, ModelNotFoundError, load_foundation, templates_for
+from ulfine.engine.learner import Learner, build_learner
+from ulfine.models.foundation import Foundation, ModelNotFoundError, load_foundation
+from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +77,20 @@ def read_run(run_dir: str | Path) -> TunedState:
     """A Trainer run folder: config.yaml, checkpoints/last.pt and (when finished) metrics.json.
 
     With weight EMA on, evaluation used the EMA weights, so those are the ones taken."""
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    folder = RunFolder(run_dir)
+    cfg = load_config(folder.config)
+    state = load_checkpoint(folder.last_checkpoint)
     encoder, method = state["encoder"], state["method"]
     if state.get("ema") is not None:
         encoder = _ema_part(state["ema"], "encoder", list(encoder))
         method = _ema_part(state["ema"], "method", list(method))
-    class_names, labeled_counts = _run_classes(run_dir, cfg)
-    return TunedState(cfg, class_names, labeled_counts, encoder, method, None, run_dir)
+    class_names, labeled_counts = _run_classes(folder, cfg)
+    return TunedState(cfg, class_names, labeled_counts, encoder, method, None, folder.path)
 
 
-def _run_classes(run_dir: Path, cfg: RunConfig) -> tuple[list[str], list[int]]:
+def _run_classes(folder: RunFolder, cfg: RunConfig) -> tuple[list[str], list[int]]:
     """Class names and labeled counts from metrics.json, else from the split (no image opened)."""
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = folder.final_metrics
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         return list(metrics["class_names"]), [int(n) for n in metrics["labeled_counts"]]
@@ -131,7 +130,7 @@ def read_tuned_state(path: str | Path) -> TunedState:
     path = Path(path)
     if (path / EXPORT_JSON).is_file():
         return read_export(path)
-    if (path / "config.yaml").is_file():
+    if RunFolder(path).is_run():
         return read_run(path)
     raise FileNotFoundError(
         f"'{path}' is neither a run folder (config.yaml + checkpoints/last.pt) "
@@ -183,22 +182,13 @@ def check_base_model(foundation: Foundation, state: TunedState) -> None:
         )
 
 
-def build_learner(foundation: Foundation, state: TunedState) -> Learner:
-    """Encoder + method as the Trainer builds them, with the fine-tuned state loaded."""
-    cfg = state.cfg
-    prototypes = foundation.text_prototypes(state.class_names, templates_for(cfg.model)).cpu()
-    context = MethodContext(
-        num_classes=len(state.class_names),
-        text_prototypes=prototypes,
-        labeled_counts=torch.as_tensor(state.labeled_counts, dtype=torch.float32),
-        head=cfg.head,
-        total_iterations=cfg.optim.iterations,
-    )
-    encoder = build_image_encoder(foundation.visual, cfg.strategy)
-    encoder.load_tuned_state_dict(state.encoder)
-    method = build_method(cfg.method, context)
-    method.load_state_dict(state.method)
-    return Learner(encoder, method)
+def load_learner(foundation: Foundation, state: TunedState) -> Learner:
+    """Encoder + method as the Trainer builds them (``engine.learner.build_learner``), with the
+    fine-tuned state loaded."""
+    learner = build_learner(foundation, state.cfg, state.class_names, state.labeled_counts)
+    learner.encoder.load_tuned_state_dict(state.encoder)
+    learner.method.load_state_dict(state.method)
+    return learner
 
 
 def _inference_precision(precision: str, device: torch.device) -> str:
@@ -229,7 +219,7 @@ def load_run(
         raise ModelNotFoundError(f"base model of '{state.source}' not found: {err} "
                                  f"(pass its location with --model / model_name=)") from err
     check_base_model(foundation, state)
-    learner = build_learner(foundation, state).to(device).eval()
+    learner = load_learner(foundation, state).to(device).eval()
     precision = _inference_precision(precision or state.cfg.train.precision, device)
     return Predictor(learner, state, foundation, device, precision)
 

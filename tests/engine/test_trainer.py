@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from ulfine.config import ConfigError, RunConfig, load_config
 from ulfine.engine.trainer import NonFiniteLossError, Trainer
+from ulfine.models.foundation import templates_for
 
 
 def tiny_config(model_dir: Path, data_dir: Path, out: Path, *overrides: str) -> RunConfig:
@@ -57,7 +58,7 @@ def test_step_zero_is_zero_shot(tiny_clip_dir: Path, tiny_folder: Path, tmp_path
     cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "strategy.name=zeroshot", "optim.iterations=0")
     trainer = Trainer(cfg)
     logits, targets = trainer.predict("test")
-    prototypes = trainer.text_prototypes
+    prototypes = trainer.foundation.text_prototypes(trainer.data.class_names, templates_for(cfg.model))
     with torch.no_grad():
         images = torch.stack([trainer.data.test[i]["image"] for i in range(len(trainer.data.test))])
         z = torch.nn.functional.normalize(trainer.foundation.model.encode_image(images), dim=-1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ulfine.api import EXPORT_JSON, EXPORT_WEIGHTS, read_run, write_export
 from ulfine.models.foundation import load_foundation
+from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Export ``run_dir`` (its checkpoints/last.pt) to ``out_dir`` (default ``run_dir/export``)."""
     state = read_run(run_dir)
     foundation = load_foundation(state.cfg.model)
-    return write_export(state, foundation, out_dir or Path(run_dir) / "export")
+    return write_export(state, foundation, out_dir or RunFolder(run_dir).export)
 
 
 def run(args: argparse.Namespace) -> int:

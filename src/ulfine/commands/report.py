@@ -15,6 +15,7 @@ from ulfine.api import load_run
 from ulfine.data import DatasetError, build_ltssl_data
 from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.reports.html import TestPredictions, read_inputs, write_report
+from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, device: str
         note = f"the test predictions could not be computed: {err}"
         logger.warning(note)
     inputs = read_inputs(run_dir, predictions, note)
-    return write_report(inputs, out or Path(run_dir) / "report.html")
+    return write_report(inputs, out or RunFolder(run_dir).report)
 
 
 def run(args: argparse.Namespace) -> int:

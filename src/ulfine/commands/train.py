@@ -15,17 +15,18 @@ from pathlib import Path
 from ulfine.config import load_config
 from ulfine.engine.distributed import shutdown
 from ulfine.engine.trainer import NonFiniteLossError, Trainer
+from ulfine.runfolder import RunFolder
 
 
 def config_source(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """(YAML file, overrides); a run folder stands for its config.yaml plus output.resume=true."""
     if config is not None and Path(config).is_dir():
-        return str(Path(config) / "config.yaml"), ["output.resume=true", *overrides]
+        return str(RunFolder(config).config), ["output.resume=true", *overrides]
     return config, overrides
 
 
 def resume_hint(trainer: Trainer) -> str:
-    return f"ulfine train --config {trainer.run_dir / 'config.yaml'} output.resume=true"
+    return f"ulfine train --config {trainer.folder.config} output.resume=true"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ulfine train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ulfine train: aborted; checkpoints already in {trainer.run_dir / 'checkpoints'} are intact. "
+        print(f"ulfine train: aborted; checkpoints already in {trainer.folder.checkpoints} are intact. "
               f"Resume with: {resume_hint(trainer)}", file=sys.stderr)
         return 128 + (trainer.stop_signal or signal.SIGINT)
     finally:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if trainer.stop_signal is not None:
         print(f"ulfine train: {signal.Signals(trainer.stop_signal).name} received: stopped at iteration "
               f"{trainer.state.iteration} of {cfg.optim.iterations} with a checkpoint in "
-              f"{trainer.run_dir / 'checkpoints' / 'last.pt'}. Resume with: {resume_hint(trainer)}",
+              f"{trainer.folder.last_checkpoint}. Resume with: {resume_hint(trainer)}",
               file=sys.stderr)
         return 128 + trainer.stop_signal
     if result and trainer.dist.is_main:

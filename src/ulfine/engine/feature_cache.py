@@ -42,6 +42,7 @@ from ulfine.data.stream import sample_seed
 from ulfine.data.views import Views
 from ulfine.engine.amp import autocast
 from ulfine.models.foundation import Foundation
+from ulfine.runfolder import feature_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def cache_key(cfg: RunConfig, foundation: Foundation, data: LTSSLData) -> dict[s
 
 
 def cache_root(cfg: RunConfig) -> Path:
-    return Path(cfg.train.cache_dir) if cfg.train.cache_dir else Path(cfg.output.dir) / ".feature_cache"
+    return Path(cfg.train.cache_dir) if cfg.train.cache_dir else feature_cache_dir(cfg.output.dir)
 
 
 def _stale_reason(folder: Path, key: dict[str, Any]) -> str | None:

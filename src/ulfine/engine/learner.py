@@ -13,12 +13,15 @@ the method's step, its losses and the gradients are those of the dense step.
 from __future__ import annotations
 
 import contextlib
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ulfine.methods.base import SSLMethod, StepOutput
-from ulfine.models.encoder import ImageEncoder
+from ulfine.config import RunConfig
+from ulfine.methods.base import MethodContext, SSLMethod, StepOutput, build_method
+from ulfine.models.encoder import ImageEncoder, build_image_encoder
+from ulfine.models.foundation import Foundation, templates_for
 
 
 class Learner(nn.Module):
@@ -79,3 +82,19 @@ class Learner(nn.Module):
     def predict(self, images: Tensor) -> Tensor:
         """Test-time logits [B, C]."""
         return self.method(self.embed(images))
+
+
+def build_learner(foundation: Foundation, cfg: RunConfig, class_names: Sequence[str],
+                  labeled_counts: Sequence[int]) -> Learner:
+    """Encoder + method (with its context) as a run builds them, on the CPU: the trainer trains
+    this, and ``api.load_run`` loads a run's tuned state into it, so both always agree."""
+    prototypes = foundation.text_prototypes(list(class_names), templates_for(cfg.model)).cpu()
+    context = MethodContext(
+        num_classes=len(class_names),
+        text_prototypes=prototypes,
+        labeled_counts=torch.as_tensor(list(labeled_counts), dtype=torch.float32),
+        head=cfg.head,
+        total_iterations=cfg.optim.iterations,
+    )
+    encoder = build_image_encoder(foundation.visual, cfg.strategy)
+    return Learner(encoder, build_method(cfg.method, context), cfg.train.sparse_strong)

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ulfine.runfolder import RunFolder
+
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
     if isinstance(value, dict):
@@ -20,12 +22,12 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
         self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = RunFolder(run_dir).metrics_log
         self.writer = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self.writer = SummaryWriter(str(RunFolder(run_dir).tensorboard))
 
     def write(self, iteration: int, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -46,7 +48,7 @@ class MetricsLog:
 
 
 def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics_log
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -54,7 +56,7 @@ def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def count_records(run_dir: str | Path) -> int:
     """Complete records in metrics.jsonl now (a checkpoint stores it, to rewind to exactly there)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics_log
     if not path.is_file():
         return 0
     return sum(1 for line in path.read_text().splitlines() if _iteration_of(line) is not None)
@@ -65,7 +67,7 @@ def rewind_metrics_log(run_dir: str | Path, iteration: int, records: int | None 
     when the checkpoint was written; records of the checkpoint's own iteration written after it,
     such as the final evaluation, are redone too), or without that count every record after
     ``iteration``; a line cut short by a kill always goes. Returns how many lines were dropped."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics_log
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines()

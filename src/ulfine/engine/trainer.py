@@ -31,15 +31,15 @@ from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.feature_cache import feature_data
-from ulfine.engine.learner import Learner
+from ulfine.engine.learner import Learner, build_learner
 from ulfine.engine.metrics_log import MetricsLog, count_records, rewind_metrics_log
 from ulfine.engine.optim import build_optimizer, build_scheduler
-from ulfine.methods.base import MethodContext, StepOutput, build_method
+from ulfine.methods.base import StepOutput
 from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
 from ulfine.metrics.pseudo import PseudoLabelDiagnostics
-from ulfine.models.encoder import build_image_encoder
-from ulfine.models.foundation import Foundation, load_foundation, templates_for
+from ulfine.models.foundation import Foundation, load_foundation
+from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Trainer:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         self.run_dir = cfg.run_dir()
+        self.folder = RunFolder(self.run_dir)
         self.state = TrainState()
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received during fit
         ckpt.seed_everything(cfg.train.seed)
@@ -91,18 +92,8 @@ class Trainer:
     # ----------------------------------------------------------------- setup
     def _build_model(self) -> None:
         cfg = self.cfg
-        names = self.data.class_names
-        self.text_prototypes = self.foundation.text_prototypes(names, templates_for(cfg.model))
-        encoder = build_image_encoder(self.foundation.visual, cfg.strategy)
-        ctx = MethodContext(
-            num_classes=len(names),
-            text_prototypes=self.text_prototypes.cpu(),
-            labeled_counts=torch.as_tensor(self.data.labeled_counts, dtype=torch.float32),
-            head=cfg.head,
-            total_iterations=cfg.optim.iterations,
-        )
-        method = build_method(cfg.method, ctx)
-        self.learner = Learner(encoder, method, cfg.train.sparse_strong).to(self.device)
+        self.learner = build_learner(self.foundation, cfg, self.data.class_names,
+                                     self.data.labeled_counts).to(self.device)
         if cfg.train.compile:
             self.learner.encoder = torch.compile(self.learner.encoder)
         self.model: nn.Module = self.learner
@@ -180,7 +171,7 @@ class Trainer:
                 )
 
     def _last_good(self) -> str:
-        last = self.run_dir / "checkpoints" / "last.pt"
+        last = self.folder.last_checkpoint
         return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
 
     def train_step(self, sums: dict[str, Tensor]) -> None:
@@ -239,7 +230,7 @@ class Trainer:
         if self.stop_signal is not None or self.state.iteration < cfg.optim.iterations:
             self.save_checkpoint("last")
             logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
-                           self.state.iteration, self.run_dir / "config.yaml")
+                           self.state.iteration, self.folder.config)
             log.close()
             return {}
         final = self.evaluate()
@@ -251,7 +242,7 @@ class Trainer:
             # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
             self.save_checkpoint("last")
             log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
-            ckpt.atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2))
+            ckpt.atomic_write_text(self.folder.final_metrics, json.dumps(result, indent=2))
         log.close()
         barrier()
         return result
@@ -320,7 +311,7 @@ class Trainer:
     def _prepare_run_dir(self) -> None:
         """Resume from checkpoints/last.pt (output.resume) or start a new run folder; never
         silently start over in a folder that already holds a checkpoint."""
-        last = self.run_dir / "checkpoints" / "last.pt"
+        last = self.folder.last_checkpoint
         if last.is_file() and not self.cfg.output.resume:
             raise ConfigError(
                 f"run folder '{self.run_dir}' already holds {last}; set output.resume=true to continue it, "
@@ -330,9 +321,9 @@ class Trainer:
             self._resume(last)
         elif self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            save_config(self.cfg, self.folder.config)
         if self.dist.is_main:
-            _attach_file_log(self.run_dir / "train.log")
+            _attach_file_log(self.folder.train_log)
         barrier()
 
     def _resume(self, last: Path) -> None:
@@ -365,7 +356,7 @@ class Trainer:
     def save_checkpoint(self, name: str) -> None:
         self._check_finite_parameters()
         if self.dist.is_main:
-            ckpt.atomic_save(self.checkpoint_state(), self.run_dir / "checkpoints" / f"{name}.pt")
+            ckpt.atomic_save(self.checkpoint_state(), self.folder.checkpoint(name))
 
     def load_checkpoint(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure  # renders with Agg, leaves pyplot's global
 from ulfine.metrics.accuracy import GROUP_NAMES
 from ulfine.reports.plots import curves, per_class_bars, reliability_diagram, save_figure
 from ulfine.reports.runfiles import read_final_metrics, read_records, series
+from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def load_run(path: str | Path) -> RunRecord:
     metrics = read_final_metrics(path)
     if metrics is None:
         raise FileNotFoundError(f"run folder '{path}' has no metrics.json (unfinished or not a run folder)")
-    config_file = path / "config.yaml"
+    config_file = RunFolder(path).config
     config = (yaml.safe_load(config_file.read_text()) or {}) if config_file.is_file() else {}
     run = RunRecord(path, config, metrics, read_records(path))
     run.label = run_label(run)

@@ -30,6 +30,7 @@ from ulfine.reports.plots import (
     reliability_diagram,
 )
 from ulfine.reports.runfiles import loss_keys, read_final_metrics, read_records, series
+from ulfine.runfolder import RunFolder
 
 SECTION_TITLES = (
     "Summary", "Config", "Per-class accuracy", "Confusion matrix", "Learning curves",
@@ -69,7 +70,7 @@ class ReportInputs:
 def read_inputs(run_dir: str | Path, predictions: TestPredictions | None,
                 predictions_note: str = "") -> ReportInputs:
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
+    config_path = RunFolder(run_dir).config
     if not config_path.is_file():
         raise FileNotFoundError(f"'{run_dir}' is not a run folder: it has no config.yaml")
     return ReportInputs(run_dir, config_path.read_text(), read_final_metrics(run_dir), read_records(run_dir),

@@ -10,10 +10,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ulfine.runfolder import RunFolder
+
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl`` in file order ([] when there is none)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics_log
     if not path.is_file():
         return []
     records = []
@@ -29,7 +31,7 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def read_final_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     """``run_dir/metrics.json`` (written when training finished), or None before that."""
-    path = Path(run_dir) / "metrics.json"
+    path = RunFolder(run_dir).final_metrics
     return json.loads(path.read_text()) if path.is_file() else None
 
 
