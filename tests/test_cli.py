@@ -208,3 +208,34 @@ def test_corrupt_last_checkpoint_is_named_with_the_alternatives(
     hint = "Other checkpoints in" if keep_best else "No other checkpoint exists"
     assert_clear_error(code, err, f"checkpoint '{last}' is unreadable or truncated", hint)
     assert ("best.pt" in err) == keep_best
+
+
+# ------------------------------------------------------------- error types
+@pytest.mark.parametrize("error", [KeyError("a bug"), ValueError("a bug"), FileNotFoundError("a bug")])
+def test_only_project_errors_become_exit_2(error: Exception, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """A built-in error is a bug: it propagates with its traceback instead of a one-line exit 2."""
+    import ulfine.commands.data as data_command
+
+    def broken(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(data_command, "run", broken)
+    with pytest.raises(type(error), match="a bug"):
+        main(["data"])
+
+
+def test_project_errors_share_one_base() -> None:
+    from ulfine.api import BaseModelMismatchError
+    from ulfine.config import ConfigError
+    from ulfine.data import DatasetError
+    from ulfine.data.protocol import SplitError
+    from ulfine.engine.checkpoint import CheckpointError
+    from ulfine.engine.trainer import NonFiniteLossError
+    from ulfine.errors import UlfineError
+    from ulfine.models.foundation import ModelNotFoundError
+
+    for error in (ConfigError, DatasetError, SplitError, CheckpointError, NonFiniteLossError, ModelNotFoundError,
+                  BaseModelMismatchError):
+        assert issubclass(error, UlfineError), error
+    assert issubclass(ConfigError, ValueError) and issubclass(ModelNotFoundError, FileNotFoundError)

@@ -30,6 +30,7 @@ from ulfine.data.sources import BadImageError, FileSource
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.checkpoint import load_checkpoint
 from ulfine.engine.learner import Learner, build_learner
+from ulfine.errors import MissingFileError, RunFolderError, UlfineError
 from ulfine.models.foundation import Foundation, ModelNotFoundError, load_foundation
 from ulfine.runfolder import RunFolder
 
@@ -40,7 +41,7 @@ EXPORT_WEIGHTS = "weights.safetensors"
 EXPORT_FORMAT = 1  # bump when export.json / the tensor keys change meaning
 
 
-class BaseModelMismatchError(ValueError):
+class BaseModelMismatchError(UlfineError, ValueError):
     """The base model found at ``model.name`` is not the one the export was fine-tuned on."""
 
 
@@ -103,11 +104,11 @@ def read_export(export_dir: str | Path) -> TunedState:
     export_dir = Path(export_dir)
     meta = json.loads((export_dir / EXPORT_JSON).read_text())
     if meta.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"'{export_dir / EXPORT_JSON}' has format {meta.get('format')!r}; "
+        raise RunFolderError(f"'{export_dir / EXPORT_JSON}' has format {meta.get('format')!r}; "
                          f"this ulfine reads format {EXPORT_FORMAT}")
     weights_path = export_dir / EXPORT_WEIGHTS
     if not weights_path.is_file():
-        raise FileNotFoundError(f"export '{export_dir}' has no {EXPORT_WEIGHTS}")
+        raise MissingFileError(f"export '{export_dir}' has no {EXPORT_WEIGHTS}")
     tensors = load_file(weights_path)
     cfg = validate(from_dict(RunConfig, meta["config"]))
     return TunedState(
@@ -132,7 +133,7 @@ def read_tuned_state(path: str | Path) -> TunedState:
         return read_export(path)
     if RunFolder(path).is_run():
         return read_run(path)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"'{path}' is neither a run folder (config.yaml + checkpoints/last.pt) "
         f"nor an export folder ({EXPORT_JSON} + {EXPORT_WEIGHTS})"
     )
@@ -186,8 +187,12 @@ def load_learner(foundation: Foundation, state: TunedState) -> Learner:
     """Encoder + method as the Trainer builds them (``engine.learner.build_learner``), with the
     fine-tuned state loaded."""
     learner = build_learner(foundation, state.cfg, state.class_names, state.labeled_counts)
-    learner.encoder.load_tuned_state_dict(state.encoder)
-    learner.method.load_state_dict(state.method)
+    try:
+        learner.encoder.load_tuned_state_dict(state.encoder)
+        learner.method.load_state_dict(state.method)
+    except (KeyError, ValueError, RuntimeError) as err:  # shapes or keys differ from what cfg builds
+        raise RunFolderError(f"the weights in '{state.source}' do not fit the model its config builds "
+                             f"on '{foundation.identifier}': {str(err).strip()}") from err
     return learner
 
 

@@ -6,7 +6,7 @@ import importlib
 import logging
 import sys
 
-from ulfine.config import ConfigError
+from ulfine.errors import UlfineError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     command = importlib.import_module(f"ulfine.commands.{args.command}")
     try:
         return int(command.run(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as err:
+    except UlfineError as err:  # anything else is a bug: it keeps its traceback
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.exception("traceback")
         print(f"ulfine {args.command}: error: {error_message(err)}", file=sys.stderr)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 def error_message(err: BaseException) -> str:
     """The user-facing text of ``err``. An error raised in a DataLoader worker reaches us with
     the worker's traceback as its message; its last line is the original error, naming the file."""
-    text = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+    text = str(err)
     if "Original Traceback" in text:
         last = text.strip().splitlines()[-1]
         return last.partition(": ")[2] or last

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import yaml
 
+from ulfine.errors import UlfineError
 from ulfine.registry import suggest
 
 
-class ConfigError(ValueError):
+class ConfigError(UlfineError, ValueError):
     """A config file, key or value the user has to fix."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
+from ulfine.errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -32,7 +34,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise KeyError(
+            raise UnknownNameError(
                 f"unknown {self.kind} '{name}'{suggest(name, self.names())}; "
                 f"known: {', '.join(self.names())}"
             )

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from ulfine.api import FilePrediction, load_run
 from ulfine.data.sources import is_image_file
+from ulfine.errors import MissingFileError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ def list_images(inputs: Sequence[str | Path]) -> list[str]:
         elif item.is_dir():
             paths.extend(_images_under(item))
         else:
-            raise FileNotFoundError(f"--images: '{item}' is neither a file nor a folder")
+            raise MissingFileError(f"--images: '{item}' is neither a file nor a folder")
     if not paths:
-        raise FileNotFoundError(f"--images: no image files found in {', '.join(map(str, inputs))}")
+        raise MissingFileError(f"--images: no image files found in {', '.join(map(str, inputs))}")
     return paths
 
 
@@ -90,7 +91,7 @@ def folder_accuracy(predictions: list[FilePrediction], class_names: list[str]) -
 
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     paths = list_images(args.images)
     predictor = load_run(args.run, device=args.device, model_name=args.model)
     top_k = min(args.top_k, len(predictor.class_names))

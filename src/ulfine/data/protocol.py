@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from ulfine.config import DataConfig
+from ulfine.errors import UlfineError
 from ulfine.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ DistributionFn = Callable[[int, int, float], list[int]]
 DISTRIBUTIONS: Registry[DistributionFn] = Registry("unlabeled distribution")
 
 
-class SplitError(ValueError):
+class SplitError(UlfineError, ValueError):
     """A split the data cannot satisfy (too few images, an empty class)."""
 
 

@@ -15,12 +15,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from ulfine.errors import UlfineError
+
 logger = logging.getLogger(__name__)
 
 BadImagePolicy = Literal["error", "skip"]
 
 
-class DatasetError(ValueError):
+class DatasetError(UlfineError, ValueError):
     """Dataset files that are missing, malformed or inconsistent; the message names them."""
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from torchvision import transforms as T
 
-from ulfine.config import DataConfig
+from ulfine.config import ConfigError, DataConfig
 
 Transform = Callable[[Any], Any]
 
@@ -42,7 +42,7 @@ def to_preprocess_cfg(preprocess_cfg: dict[str, Any]) -> PreprocessCfg:
     known = {f.name for f in dataclasses.fields(PreprocessCfg)}
     unknown = sorted(set(preprocess_cfg) - known)
     if unknown:
-        raise ValueError(f"unknown preprocess config key(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"unknown preprocess config key(s) {unknown}; known: {sorted(known)}")
     return PreprocessCfg(**preprocess_cfg)
 
 
@@ -76,7 +76,7 @@ def build_transforms(preprocess_cfg: dict[str, Any], data_cfg: DataConfig) -> Tr
     """The three views of the module docstring, from the model's preprocess dict."""
     pcfg = to_preprocess_cfg(preprocess_cfg)
     if not 0 <= data_cfg.randaugment_m <= 10:
-        raise ValueError(f"data.randaugment_m = {data_cfg.randaugment_m} must be in [0, 10] (FixMatch's scale)")
+        raise ConfigError(f"data.randaugment_m = {data_cfg.randaugment_m} must be in [0, 10] (FixMatch's scale)")
     randaugment = T.RandAugment(
         num_ops=data_cfg.randaugment_n, magnitude=data_cfg.randaugment_m, num_magnitude_bins=11
     )

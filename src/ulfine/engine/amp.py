@@ -6,6 +6,8 @@ from typing import ContextManager
 
 import torch
 
+from ulfine.config import ConfigError
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -14,7 +16,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device = '{name}' but no CUDA device is available; use device=cpu")
+        raise ConfigError(f"train.device = '{name}' but no CUDA device is available; use device=cpu")
     return device
 
 
@@ -23,5 +25,5 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("train.precision = 'fp16' is not supported on CPU; use bf16 or fp32")
+        raise ConfigError("train.precision = 'fp16' is not supported on CPU; use bf16 or fp32")
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])

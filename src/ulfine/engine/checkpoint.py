@@ -12,6 +12,8 @@ from typing import IO, Any, Iterator
 import numpy as np
 import torch
 
+from ulfine.errors import MissingFileError, UlfineError
+
 
 @contextlib.contextmanager
 def _atomic_open(path: Path, mode: str) -> Iterator[IO]:
@@ -48,14 +50,14 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, handle)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UlfineError, ValueError):
     """A checkpoint that cannot be read; the message names it and any other checkpoint beside it."""
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+        raise MissingFileError(f"checkpoint '{path}' does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:

@@ -6,7 +6,7 @@ from typing import Any, Iterable
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
-from ulfine.config import OptimConfig
+from ulfine.config import ConfigError, OptimConfig
 from ulfine.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -26,7 +26,7 @@ def _adamw(groups: list[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimi
 def build_optimizer(groups: Iterable[dict[str, Any]], cfg: OptimConfig) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     if not groups:
-        raise ValueError("nothing to train: the strategy and method leave no trainable parameters")
+        raise ConfigError("nothing to train: the strategy and method leave no trainable parameters")
     return OPTIMIZERS.get(cfg.optimizer)(groups, cfg)
 
 

@@ -39,12 +39,13 @@ from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
 from ulfine.metrics.pseudo import PseudoLabelDiagnostics
 from ulfine.models.foundation import Foundation, load_foundation
+from ulfine.errors import UlfineError
 from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UlfineError, RuntimeError):
     """A loss term or a parameter became NaN/inf; training stopped and the last good checkpoint is kept."""
 
 
@@ -118,7 +119,7 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         micro = cfg.data.batch_size // cfg.optim.grad_accum  # global micro-batch, split over ranks
         if micro % dist.world_size or micro * cfg.optim.grad_accum != cfg.data.batch_size or micro == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size = {cfg.data.batch_size} must be a multiple of optim.grad_accum "
                 f"({cfg.optim.grad_accum}) x the number of processes ({dist.world_size})"
             )

@@ -19,6 +19,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import Tensor, nn
 
 from ulfine.config import ModelConfig
+from ulfine.errors import UlfineError
 from ulfine.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def _openai(cfg: ModelConfig) -> Sequence[Template]:
     return open_clip.OPENAI_IMAGENET_TEMPLATES
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UlfineError, FileNotFoundError):
     """The model or its weights cannot be found; the message says how to provide them offline."""
 
 

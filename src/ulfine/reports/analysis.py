@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure  # renders with Agg, leaves pyplot's global backend alone
 
+from ulfine.errors import MissingFileError, RunFolderError
 from ulfine.metrics.accuracy import GROUP_NAMES
 from ulfine.reports.plots import curves, per_class_bars, reliability_diagram, save_figure
 from ulfine.reports.runfiles import read_final_metrics, read_records, series
@@ -60,7 +61,7 @@ def load_run(path: str | Path) -> RunRecord:
     path = Path(path)
     metrics = read_final_metrics(path)
     if metrics is None:
-        raise FileNotFoundError(f"run folder '{path}' has no metrics.json (unfinished or not a run folder)")
+        raise MissingFileError(f"run folder '{path}' has no metrics.json (unfinished or not a run folder)")
     config_file = RunFolder(path).config
     config = (yaml.safe_load(config_file.read_text()) or {}) if config_file.is_file() else {}
     run = RunRecord(path, config, metrics, read_records(path))
@@ -161,7 +162,7 @@ def _class_names(runs: Sequence[RunRecord]) -> list[str]:
     for run in runs[1:]:
         other = run.metrics.get("class_names")
         if other is not None and other != names:
-            raise ValueError(f"run '{run.path}' has classes {other}, but '{runs[0].path}' has {names}")
+            raise RunFolderError(f"run '{run.path}' has classes {other}, but '{runs[0].path}' has {names}")
     return names
 
 

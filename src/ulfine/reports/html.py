@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ulfine.errors import MissingFileError
 from ulfine.metrics.accuracy import GROUP_NAMES
 from ulfine.metrics.calibration import calibration
 from ulfine.reports.plots import (
@@ -72,7 +73,7 @@ def read_inputs(run_dir: str | Path, predictions: TestPredictions | None,
     run_dir = Path(run_dir)
     config_path = RunFolder(run_dir).config
     if not config_path.is_file():
-        raise FileNotFoundError(f"'{run_dir}' is not a run folder: it has no config.yaml")
+        raise MissingFileError(f"'{run_dir}' is not a run folder: it has no config.yaml")
     return ReportInputs(run_dir, config_path.read_text(), read_final_metrics(run_dir), read_records(run_dir),
                         predictions, predictions_note)
 

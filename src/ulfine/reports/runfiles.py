@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ulfine.errors import RunFolderError
 from ulfine.runfolder import RunFolder
 
 
@@ -25,7 +26,7 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise ValueError(f"'{path}' line {number} is not valid JSON: {err}") from err
+            raise RunFolderError(f"'{path}' line {number} is not valid JSON: {err}") from err
     return records
 
 
