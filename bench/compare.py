@@ -2,7 +2,8 @@
 
 Cells (zero-shot; {LP, LFT, FFT} x {FixMatch, FixMatch+LA, ACR}; ULFine and its ablations)
 x settings (consistent, uniform, reversed unlabeled data) x seeds all start from the same base
-config (same schedule and budget) plus shared overrides. Each (setting, cell, seed) is one run
+config (same schedule and budget) plus shared overrides. Cells and settings are data: a name
+and its overrides in ``bench/compare_cells.yaml``. Each (setting, cell, seed) is one run
 folder ``OUT/<setting>/<cell>/s<seed>`` trained by a subprocess ``python -m ulfine train``, so a
 crash in one cell leaves the others running; a folder holding metrics.json is done and skipped,
 and an interrupted one resumes from its checkpoint. Each launch of a cell appends the commit
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 import ulfine
 from ulfine.reports.analysis import comparison_table
 from ulfine.reports.runfiles import read_final_metrics
@@ -42,47 +45,27 @@ RESULTS = REPO / "bench" / "results"
 # every cell: resume an interrupted run; no TensorBoard files for a table
 SHARED_OVERRIDES = ["output.resume=true", "output.tensorboard=false"]
 
-_ULFINE = ["strategy.name=lft", "method.name=ulfine"]
-_FFT = ["strategy.name=fft", "strategy.encoder_lr=0.001"]  # FFT: all encoder weights at a small lr
-# cell name -> overrides; applied last, so a cell's own schedule (zero-shot: 0 iterations) wins
-CELLS: dict[str, list[str]] = {
-    "zeroshot": ["strategy.name=zeroshot", "optim.iterations=0", "method.name=fixmatch"],
-    "lp-fixmatch": ["strategy.name=lp", "method.name=fixmatch"],
-    "lp-fixmatch-la": ["strategy.name=lp", "method.name=fixmatch_la"],
-    "lp-acr": ["strategy.name=lp", "method.name=acr"],
-    "lft-fixmatch": ["strategy.name=lft", "method.name=fixmatch"],
-    "lft-fixmatch-la": ["strategy.name=lft", "method.name=fixmatch_la"],
-    "lft-acr": ["strategy.name=lft", "method.name=acr"],
-    "fft-fixmatch": [*_FFT, "method.name=fixmatch"],
-    "fft-fixmatch-la": [*_FFT, "method.name=fixmatch_la"],
-    "fft-acr": [*_FFT, "method.name=acr"],
-    "ulfine": _ULFINE,
-    "ulfine-no-paf": [*_ULFINE, "method.ulfine.paf=false"],
-    "ulfine-no-orth": [*_ULFINE, "method.ulfine.orth=false"],
-    "ulfine-text-only": [*_ULFINE, "method.ulfine.fusion=text"],
-    "ulfine-lp-only": [*_ULFINE, "method.ulfine.fusion=lp"],
-    # the [ours] variant chosen on the validation split: the text head's L_s logit-adjusted too
-    "ulfine-text-la": [*_ULFINE, "method.ulfine.text_loss=la"],
-    # ... and the best [ours] variant on the validation split (LP, cached): s_l trained with plain
-    # CE, the fused logits corrected by tau * log(pi_hat) (the spec's DLF option)
-    "ulfine-text-la-fuse-prior": [*_ULFINE, "method.ulfine.text_loss=la", "method.ulfine.lp_loss=ce_fuse_prior"],
-    "lp-ulfine-text-la-fuse-prior": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.text_loss=la",
-                                     "method.ulfine.lp_loss=ce_fuse_prior"],
-    # ULFine's heads on the frozen encoder (cached features): the same PAF / orthogonality / DLF
-    # ablation at a fraction of the cost, so it can cover every setting and seed on a small CPU.
-    "lp-ulfine": ["strategy.name=lp", "method.name=ulfine"],
-    "lp-ulfine-no-paf": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.paf=false"],
-    "lp-ulfine-no-orth": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.orth=false"],
-    "lp-ulfine-text-only": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.fusion=text"],
-    "lp-ulfine-lp-only": ["strategy.name=lp", "method.name=ulfine", "method.ulfine.fusion=lp"],
-}
+CELLS_FILE = REPO / "bench" / "compare_cells.yaml"
 
-# unlabeled-data setting -> overrides (ULFINE.md section 1)
-SETTINGS: dict[str, list[str]] = {
-    "consistent": [],
-    "uniform": ["data.distribution=uniform", "data.gamma_u=1"],
-    "reversed": ["data.distribution=reversed"],
-}
+
+def load_table(path: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(settings, cells) from ``path``: each a mapping name -> list of key=value overrides."""
+    data = yaml.safe_load(path.read_text()) or {}
+    table: dict[str, dict[str, list[str]]] = {}
+    for section in ("settings", "cells"):
+        rows = data.get(section)
+        if not isinstance(rows, dict) or not rows:
+            raise SystemExit(f"compare.py: '{path}' needs a non-empty '{section}' mapping (name -> overrides)")
+        for name, overrides in rows.items():
+            if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+                raise SystemExit(f"compare.py: '{path}' {section}.{name} must be a list of key=value strings, "
+                                 f"got {overrides!r}")
+        table[section] = {str(name): list(overrides) for name, overrides in rows.items()}
+    return table["settings"], table["cells"]
+
+
+# unlabeled-data setting -> overrides, and cell -> overrides, in the table's order
+SETTINGS, CELLS = load_table(CELLS_FILE)
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,18 @@ def test_provenance_lists_each_commit_that_trained_a_finished_cell(compare, tmp_
     assert "- `aaa111`: consistent/lp-acr/s0" in text and "- `bbb222`: consistent/lp-acr/s0" in text
     assert "- `not recorded`: consistent/zeroshot/s0" in text
     assert "lp-fixmatch/s0" not in text.split("Which commit")[1]
+
+
+def test_cells_are_rows_of_the_data_file(compare, tmp_path: Path) -> None:
+    """A cell is a name and its overrides in compare_cells.yaml; a malformed row is named."""
+    import yaml
+
+    table = yaml.safe_load(compare.CELLS_FILE.read_text())
+    assert list(compare.CELLS) == list(table["cells"]) and compare.CELLS["lp-acr"] == table["cells"]["lp-acr"]
+    bad = tmp_path / "cells.yaml"
+    bad.write_text("settings: {consistent: []}\ncells: {lp-acr: strategy.name=lp}\n")
+    with pytest.raises(SystemExit, match="cells.lp-acr must be a list of key=value"):
+        compare.load_table(bad)
+    extended = tmp_path / "more.yaml"
+    extended.write_text("settings: {consistent: []}\ncells: {lp-new: [strategy.name=lp, method.name=acr]}\n")
+    assert compare.load_table(extended) == ({"consistent": []}, {"lp-new": ["strategy.name=lp", "method.name=acr"]})
