@@ -122,3 +122,21 @@ def test_two_process_ddp_equals_one_process(method: str, tiny_clip_dir: Path, ti
     single = Trainer(single_cfg)
     single.fit(until=3)
     assert_same_state(torch.load(out), trained_state(single), atol=1e-5)
+
+
+def test_metrics_json_names_the_method_diagnostics(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    """metrics.json carries how to show method_state (labels, kinds, title) and the run's tags,
+    and `ulfine analyze` draws ULFine's figure from them alone."""
+    from ulfine.reports.analysis import load_run, write_analysis
+
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=u", "method.name=ulfine",
+                      "method.ulfine.paf=false", "optim.iterations=2")
+    metrics = Trainer(cfg).fit()
+    assert metrics["diagnostics"]["title"] == "ULFine: text prototypes after PAF"
+    assert metrics["diagnostics"]["entries"].keys() == metrics["method_state"].keys()
+    assert metrics["diagnostics"]["entries"]["alpha"] == {"label": "PAF alpha", "kind": "per_class", "plot": True}
+    assert metrics["run_tags"] == ["no PAF"]
+    run = load_run(tmp_path / "runs" / "u")
+    text = write_analysis([run], tmp_path / "analysis").read_text()
+    assert run.label == "lft/ulfine (no PAF)"
+    assert "## ULFine: text prototypes after PAF" in text and (tmp_path / "analysis" / "method_diagnostics.png").is_file()

@@ -5,9 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ulfine.cli import main
+from ulfine.config import load_config
+from ulfine.methods.base import METHODS, MethodContext, build_method
 from ulfine.reports.analysis import comparison_table, load_run, mean_std, run_label, write_analysis
 
 CLASSES = ["cat", "dog", "ship"]
@@ -26,7 +29,8 @@ def _calibration(ece: float) -> dict:
 
 
 def make_run(root: Path, name: str, strategy: str, method: str, top1: float, pseudo: dict | None = None,
-             calibration: dict | None = None, ulfine: dict | None = None, method_state: dict | None = None) -> Path:
+             calibration: dict | None = None, ulfine: dict | None = None, method_state: dict | None = None,
+             run_tags: list[str] | None = None) -> Path:
     """A run folder as the trainer writes it, with hand-made numbers."""
     run = root / name
     run.mkdir(parents=True)
@@ -36,7 +40,8 @@ def make_run(root: Path, name: str, strategy: str, method: str, top1: float, pse
                "per_class": [top1] * 3, "groups": {"head": [0], "medium": [1], "tail": [2]},
                "train_seconds": 90.0, "iterations": 20, "class_names": CLASSES,
                "labeled_counts": [50, 10, 2], "unlabeled_counts": [400, 80, 16],
-               "pseudo_labels": pseudo or {}, "method_state": method_state or {}}
+               "pseudo_labels": pseudo or {}, "method_state": method_state or {},
+               "diagnostics": METHODS.get(method).describe_diagnostics(), "run_tags": run_tags or []}
     if calibration is not None:
         metrics["calibration"] = calibration
     (run / "metrics.json").write_text(json.dumps(metrics))
@@ -74,7 +79,7 @@ def test_analyze_two_runs_writes_table_and_figures(tmp_path: Path) -> None:
         "80.00", "90.00", "80.00", "70.00", "n/a", "90.62", "80.00", "0.975", "1.50"]
     assert _table_row(text, "ship")[1:] == ["2", "6 / 10", "1 / 4", "1 / 4"]
     for png in ("group_accuracy.png", "per_class_accuracy.png", "pseudo_labels.png", "pseudo_curves.png",
-                "ulfine_prototypes.png", "reliability.png"):
+                "method_diagnostics.png", "reliability.png"):
         assert f"]({png})" in text
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +89,7 @@ def test_analyze_without_pseudo_labels_or_calibration_notes_missing_figures(tmp_
     zero = make_run(tmp_path, "zs", "zeroshot", "fixmatch", 60.0, none_seen)
     path = write_analysis([load_run(zero)], tmp_path / "out")
     text = path.read_text()
-    for absent in ("reliability.png", "pseudo_labels.png", "pseudo_curves.png", "ulfine_prototypes.png"):
+    for absent in ("reliability.png", "pseudo_labels.png", "pseudo_curves.png", "method_diagnostics.png"):
         assert absent not in text and not (tmp_path / "out" / absent).exists()
     assert _table_row(text, "zeroshot/fixmatch")[7:11] == ["n/a"] * 4
     assert _table_row(text, "ship")[2] == "n/a"
@@ -92,7 +97,12 @@ def test_analyze_without_pseudo_labels_or_calibration_notes_missing_figures(tmp_
 
 
 def test_labels_from_config_ablation_tags_and_folder_fallback(tmp_path: Path) -> None:
-    ablated = make_run(tmp_path, "x", "lft", "ulfine", 80.0, ulfine={"paf": False, "orth": True, "fusion": "text"})
+    """The method names its ablation tags (metrics.json's run_tags); the label only joins them."""
+    cfg = load_config(None, ["method.name=ulfine", "method.ulfine.paf=false", "method.ulfine.orth=true",
+                             "method.ulfine.fusion=text"])
+    method = build_method(cfg.method, MethodContext(3, torch.nn.functional.normalize(torch.randn(3, 8), dim=-1),
+                                                    torch.tensor([5.0, 3.0, 1.0])))
+    ablated = make_run(tmp_path, "x", "lft", "ulfine", 80.0, run_tags=method.run_tags())
     assert run_label(load_run(ablated)) == "lft/ulfine (no PAF) (text only)"
     bare = make_run(tmp_path, "my-run", "lft", "ulfine", 80.0)
     (bare / "config.yaml").unlink()
@@ -124,3 +134,27 @@ def test_comparison_table_mean_std_over_seeds() -> None:
         "2", "72.00 ± 2.83", "91.00 ± 1.41", "70.00 ± 0.00", "53.00 ± 4.24", "2.00 ± 1.41"]
     assert _table_row(table, "lft-acr")[1:] == ["1", "70.00", "90.00", "70.00", "50.00", "1.00"]
     assert _table_row(table, "fft-acr")[1:] == ["0"] + ["n/a"] * 5
+
+
+def test_method_diagnostics_come_from_metrics_json(tmp_path: Path) -> None:
+    """The figure and the scalar table show what each run's metrics.json lists, with its labels;
+    a method the analysis never heard of is drawn the same way."""
+    ulf = make_run(tmp_path, "u", "lft", "ulfine", 85.0, method_state={
+        "proto_drift_cos": [1.0, 0.99, 0.9], "proto_visual_cos": [0.3, 0.4, 0.5], "alpha": [0.01, 0.002, 0.0],
+        "prior_unlabeled": [0.5, 0.3, 0.2], "prior_seen": [0.5, 0.3, 0.2], "orth": 0.125})
+    acr = make_run(tmp_path, "a", "lp", "acr", 70.0, method_state={"prior_unlabeled": [0.6, 0.3, 0.1], "tau": 1.5})
+    new = make_run(tmp_path, "n", "lp", "fixmatch", 60.0, method_state={"gain": [1.0, 2.0, 3.0]})
+    metrics = json.loads((new / "metrics.json").read_text())
+    metrics["diagnostics"] = {"title": "Toy: per-class gain",
+                              "entries": {"gain": {"label": "gain", "kind": "per_class", "plot": True}}}
+    (new / "metrics.json").write_text(json.dumps(metrics))
+
+    text = write_analysis([load_run(ulf), load_run(acr)], tmp_path / "out").read_text()
+    assert "## ULFine: text prototypes after PAF" in text and "](method_diagnostics.png)" in text
+    scalars = text.split("## Method diagnostics")[1]
+    assert _table_row(scalars, "lp/acr")[1:] == ["adaptive tau", "1.5000"]
+    assert _table_row(scalars, "lft/ulfine")[1:] == ["L_orth", "0.1250"]
+    toy = write_analysis([load_run(new)], tmp_path / "toy").read_text()
+    assert "## Toy: per-class gain" in toy and (tmp_path / "toy" / "method_diagnostics.png").is_file()
+    only_acr = write_analysis([load_run(acr)], tmp_path / "acr").read_text()
+    assert not (tmp_path / "acr" / "method_diagnostics.png").exists() and "## Method diagnostics" in only_acr

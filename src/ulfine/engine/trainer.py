@@ -306,6 +306,8 @@ class Trainer:
             "unlabeled_counts": list(self.data.unlabeled_counts) if self.data.unlabeled_counts else None,
             "pseudo_labels": pseudo,
             "method_state": _tolist(self.learner.method.diagnostics()),
+            "diagnostics": self.learner.method.describe_diagnostics(),  # how reports show method_state
+            "run_tags": self.learner.method.run_tags(),
         }
 
     # ------------------------------------------------------- checkpoint/resume

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ulfine.config import MethodConfig
-from ulfine.methods.base import METHODS, MethodContext, PseudoLabels, SSLMethod, StepOutput
+from ulfine.methods.base import METHODS, Diagnostic, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import LOG_EPS, cross_entropy, log_prior, logit_adjusted_ce, masked_ce
 from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
 from ulfine.models.heads import build_head
@@ -72,6 +72,11 @@ def adaptive_tau(kl: Tensor, tau_range: tuple[float, float, float]) -> Tensor:
 @METHODS.register("acr")
 class ACR(SSLMethod):
     """Standard + balanced head, consistency on the strong view with an adaptive logit adjustment."""
+
+    DIAGNOSTICS = {
+        "prior_unlabeled": Diagnostic("P_u (unlabeled class prior)"),
+        "tau": Diagnostic("adaptive tau", kind="scalar"),
+    }
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)

@@ -8,7 +8,8 @@ loaders, optimizers or devices.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,15 @@ class PseudoLabels:
     probs: Tensor  # [B, C] the probabilities the labels came from
 
 
+@dataclass(frozen=True)
+class Diagnostic:
+    """How reports show one entry of ``SSLMethod.diagnostics()`` (they know no method)."""
+
+    label: str  # axis label or table row, e.g. "PAF alpha"
+    kind: Literal["per_class", "scalar"] = "per_class"  # [C] values, or one number
+    plot: bool = False  # per-class: a panel of `ulfine analyze`'s method figure
+
+
 @dataclass
 class StepOutput:
     losses: dict[str, Tensor]  # the trainer sums them; keys become log names (loss/<key>)
@@ -50,6 +60,10 @@ class SSLMethod(nn.Module):
 
     needs_unlabeled: bool = True  # False: the trainer skips the unlabeled stream
     needs_weak_grad: bool = False  # False: the weak view runs under no_grad
+    # what ``diagnostics()`` returns, for reports: key -> label and kind; and the title of the
+    # figure that draws the entries with plot=True
+    DIAGNOSTICS: ClassVar[dict[str, Diagnostic]] = {}
+    DIAGNOSTICS_TITLE: ClassVar[str] = ""
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__()
@@ -81,8 +95,19 @@ class SSLMethod(nn.Module):
         """No-grad updates after each optimiser step (e.g. ULFine's PAF)."""
 
     def diagnostics(self) -> dict[str, Tensor]:
-        """Method state worth logging at evaluation time (e.g. P_u, alpha_k)."""
+        """Method state worth logging at evaluation time (e.g. P_u, alpha_k); keys in ``DIAGNOSTICS``."""
         return {}
+
+    @classmethod
+    def describe_diagnostics(cls) -> dict[str, Any]:
+        """metrics.json's ``diagnostics`` section: the title and, per key of ``diagnostics()``,
+        its label, kind and whether it is plotted, so reports need not know the method."""
+        return {"title": cls.DIAGNOSTICS_TITLE, "entries": {key: asdict(d) for key, d in cls.DIAGNOSTICS.items()}}
+
+    def run_tags(self) -> list[str]:
+        """Short tags that set this run's options apart from the method's defaults (an ablation),
+        appended to the run's label in reports; none by default."""
+        return []
 
 
 METHODS: Registry[type[SSLMethod]] = Registry("method")

@@ -51,14 +51,14 @@ gradients would still shape the fine-tuned encoder and the row would not remove 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ulfine.config import MethodConfig, ULFineConfig
-from ulfine.methods.base import METHODS, MethodContext, PseudoLabels, SSLMethod, StepOutput
+from ulfine.methods.base import METHODS, Diagnostic, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import log_prior, logit_adjusted_ce, masked_ce
 from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
 
@@ -129,6 +129,23 @@ class ULFine(SSLMethod):
     """ULFine: text + LP heads fused for pseudo-labels and prediction, text prototypes fitted by PAF."""
 
     needs_weak_grad = False
+    DIAGNOSTICS_TITLE = "ULFine: text prototypes after PAF"
+    DIAGNOSTICS = {
+        "proto_drift_cos": Diagnostic("cos(C_t, initial C_t)", plot=True),
+        "proto_visual_cos": Diagnostic("cos(C_t, C_v)", plot=True),
+        "alpha": Diagnostic("PAF alpha", plot=True),
+        "prior_unlabeled": Diagnostic("P_u (unlabeled class prior)"),
+        "prior_seen": Diagnostic("pi_hat (seen class prior)"),
+        "orth": Diagnostic("L_orth", kind="scalar"),
+    }
+    # ablation option -> tag of a run whose value differs from the default
+    _TAGS: dict[str, Callable[[Any], str]] = {
+        "paf": lambda v: "no PAF",
+        "orth": lambda v: "no orth",
+        "fusion": lambda v: f"{v} only",
+        "text_loss": lambda v: f"text {v.upper()}",
+        "lp_loss": lambda v: "fused prior" if v == "ce_fuse_prior" else v,
+    }
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
@@ -235,6 +252,12 @@ class ULFine(SSLMethod):
             return
         self.alpha.copy_(paf_alpha(self.prior_unlabeled.value, self.ucfg.mu))
         self.proto_text.copy_(paf_update(self.proto_text, self.proto_visual, self.alpha))
+
+    def run_tags(self) -> list[str]:
+        """e.g. ['no PAF', 'text only'] for paf=false, fusion=text."""
+        default = ULFineConfig()
+        return [tag(getattr(self.ucfg, key)) for key, tag in self._TAGS.items()
+                if getattr(self.ucfg, key) != getattr(default, key)]
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, Tensor]:

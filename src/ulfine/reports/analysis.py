@@ -7,6 +7,11 @@ LFT fewer but over-confident ones), and calibration (ECE, reliability diagram). 
 lacks (no ``calibration`` yet, no pseudo-labels for zero-shot) show as "n/a" and their figure
 is left out, so old runs stay readable.
 
+Nothing here knows a method: each method names its diagnostics (labels, per-class or scalar,
+which to plot, the figure's title) and the tags of its run label in metrics.json
+(``diagnostics``, ``run_tags``; see ``SSLMethod.describe_diagnostics``), and the analysis draws
+what that section lists. Runs written before that section existed show no method figure.
+
 The comparison table (bench/compare.py) aggregates finished cells as mean ± std over seeds.
 """
 from __future__ import annotations
@@ -55,6 +60,14 @@ class RunRecord:
     def calibration(self) -> dict[str, Any]:
         return self.metrics.get("calibration") or {}
 
+    def diagnostics(self, kind: str, plot: bool | None = None) -> dict[str, str]:
+        """key -> label of the method diagnostics of ``kind`` the run recorded (metrics.json's
+        ``diagnostics`` section, written by the method; runs from before it have none)."""
+        entries = (self.metrics.get("diagnostics") or {}).get("entries") or {}
+        state = self.metrics.get("method_state") or {}
+        return {key: entry["label"] for key, entry in entries.items()
+                if key in state and entry.get("kind") == kind and (plot is None or entry.get("plot") == plot)}
+
 
 def load_run(path: str | Path) -> RunRecord:
     """Read a finished run folder; a folder without metrics.json raises naming it."""
@@ -69,28 +82,13 @@ def load_run(path: str | Path) -> RunRecord:
     return run
 
 
-# ULFine ablation switch -> (its default, the tag a run with another value gets)
-_ULFINE_TAGS: dict[str, tuple[Any, Callable[[Any], str]]] = {
-    "paf": (True, lambda v: "no PAF"),
-    "orth": (True, lambda v: "no orth"),
-    "fusion": ("dual", lambda v: f"{v} only"),
-    "text_loss": ("ce", lambda v: f"text {v.upper()}"),
-    "lp_loss": ("la", lambda v: "fused prior" if v == "ce_fuse_prior" else v),
-}
-
-
 def run_label(run: RunRecord) -> str:
-    """``strategy/method`` (plus ULFine ablation tags) from config.yaml, else the folder name."""
+    """``strategy/method`` (plus the tags the method gave the run, e.g. its ablation) from
+    config.yaml and metrics.json, else the folder name."""
     strategy, method = run.setting("strategy", "name"), run.setting("method", "name")
     if not strategy or not method:
         return run.path.name
-    label = f"{strategy}/{method}"
-    if method == "ulfine":
-        options = (run.config.get("method") or {}).get("ulfine") or {}
-        tags = [tag(options[key]) for key, (default, tag) in _ULFINE_TAGS.items()
-                if key in options and options[key] != default]
-        label += "".join(f" ({t})" for t in tags)
-    return label
+    return f"{strategy}/{method}" + "".join(f" ({tag})" for tag in run.metrics.get("run_tags") or [])
 
 
 def make_labels_unique(runs: Sequence[RunRecord]) -> None:
@@ -234,21 +232,40 @@ def plot_pseudo_curves(runs: Sequence[RunRecord], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_ulfine_prototypes(runs: Sequence[RunRecord], path: Path) -> Path | None:
-    """ULFine runs: per class, cosine of the text prototype C_t to its initial value (drift) and
-    to the visual prototype C_v, and the last PAF step alpha; None without ULFine runs."""
-    keys = {"proto_drift_cos": "cos(C_t, initial C_t)", "proto_visual_cos": "cos(C_t, C_v)", "alpha": "PAF alpha"}
-    runs = [run for run in runs if "proto_visual_cos" in (run.metrics.get("method_state") or {})]
+def plot_method_diagnostics(runs: Sequence[RunRecord], path: Path) -> Path | None:
+    """The per-class diagnostics each method marks for plotting (ULFine: drift of C_t from its
+    initial value, its cosine to C_v, the last PAF step alpha), one panel per diagnostic, one
+    series per run that has it; None when no run has one."""
+    runs = [run for run in runs if run.diagnostics("per_class", plot=True)]
     if not runs:
         return None
+    labels: dict[str, str] = {}
+    for run in runs:
+        labels.update({k: v for k, v in run.diagnostics("per_class", plot=True).items() if k not in labels})
     names = _class_names(runs)
     fig = Figure(figsize=(max(12.0, 1.2 * len(names)), 4), layout="constrained")
-    for ax, (key, ylabel) in zip(fig.subplots(1, len(keys)), keys.items()):
-        per_class_bars(ax, names, {run.label: run.metrics["method_state"][key] for run in runs}, ylabel=ylabel)
+    for ax, (key, ylabel) in zip(fig.subplots(1, len(labels), squeeze=False)[0], labels.items()):
+        values = {run.label: run.metrics["method_state"][key] for run in runs
+                  if key in run.diagnostics("per_class", plot=True)}
+        per_class_bars(ax, names, values, ylabel=ylabel)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     if len(runs) == 1:  # per_class_bars adds a legend only for several series
         fig.suptitle(runs[0].label, fontsize=9)
     return _save(fig, path)
+
+
+def method_diagnostics_title(runs: Sequence[RunRecord]) -> str:
+    """The figure titles the runs' methods give, e.g. 'ULFine: text prototypes after PAF'."""
+    titles = [(run.metrics.get("diagnostics") or {}).get("title") for run in runs
+              if run.diagnostics("per_class", plot=True)]
+    return "; ".join(dict.fromkeys(t for t in titles if t)) or "Method diagnostics"
+
+
+def scalar_diagnostics_table(runs: Sequence[RunRecord]) -> str | None:
+    """run | diagnostic | value for the scalar diagnostics (ACR's tau, ULFine's L_orth); None without any."""
+    rows = [[run.label, label, format_value(run.metrics["method_state"][key], 4)]
+            for run in runs for key, label in run.diagnostics("scalar").items()]
+    return markdown_table(["run", "diagnostic", "value at the end"], rows) if rows else None
 
 
 def plot_reliability(runs: Sequence[RunRecord], path: Path) -> Path | None:
@@ -266,13 +283,15 @@ def _nan(value: float | None) -> float:
     return np.nan if value is None else value
 
 
-# (figure file, section title, plot function); a function returning None leaves a note instead
-FIGURES: list[tuple[str, str, Callable[[Sequence[RunRecord], Path], Path | None]]] = [
+# (figure file, section title or a function of the runs giving it, plot function); a plot
+# function returning None leaves a note instead
+FIGURES: list[tuple[str, str | Callable[[Sequence[RunRecord]], str],
+                    Callable[[Sequence[RunRecord], Path], Path | None]]] = [
     ("group_accuracy.png", "Accuracy by class group", plot_group_accuracy),
     ("per_class_accuracy.png", "Accuracy per class", plot_per_class_accuracy),
     ("pseudo_labels.png", "Pseudo-labels: false ones per class, and their confidence", plot_pseudo_labels),
     ("pseudo_curves.png", "Pseudo-labels during training", plot_pseudo_curves),
-    ("ulfine_prototypes.png", "ULFine: text prototypes after PAF", plot_ulfine_prototypes),
+    ("method_diagnostics.png", method_diagnostics_title, plot_method_diagnostics),
     ("reliability.png", "Calibration (reliability diagram, test set)", plot_reliability),
 ]
 
@@ -290,10 +309,14 @@ def write_analysis(runs: Sequence[RunRecord], out: str | Path) -> Path:
               "Accuracies and rates in %, confidences in [0, 1]; ECE in %; pseudo-label columns cover "
               "the last evaluation window of training.", ""]
     for filename, title, plot in FIGURES:
+        title = title(runs) if callable(title) else title
         lines += [f"## {title}", ""]
         written = plot(runs, out / filename)
         lines.append(f"![{title}]({filename})" if written else f"{MISSING}: no run records the data for this figure.")
         lines.append("")
+    scalars = scalar_diagnostics_table(runs)
+    if scalars:
+        lines += ["## Method diagnostics", "", scalars, ""]
     lines += ["## Pseudo-labels per class (wrong / passed)", "", pseudo_label_table(runs), ""]
     path = out / "analysis.md"
     path.write_text("\n".join(lines))
