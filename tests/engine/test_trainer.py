@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from ulfine.config import ConfigError, RunConfig, load_config
 from ulfine.engine.trainer import NonFiniteLossError, Trainer
 from ulfine.models.foundation import templates_for
+from ulfine.runfolder import RunFolder
 
 
 def tiny_config(model_dir: Path, data_dir: Path, out: Path, *overrides: str) -> RunConfig:
@@ -38,10 +39,14 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], at
 
 def test_run_folder_and_metrics(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
     cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=run")
-    result = Trainer(cfg).fit()
+    trainer = Trainer(cfg)
+    result = trainer.fit()
     run = tmp_path / "runs" / "run"
     for name in ("config.yaml", "train.log", "metrics.jsonl", "metrics.json", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
+    folder = RunFolder(run)
+    assert trainer.folder == folder and folder.is_run() and folder.is_finished()
+    assert folder.best_checkpoint.is_file() and not folder.tensorboard.exists()  # output.tensorboard=false
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("top1", "head", "medium", "tail", "per_class", "train_seconds", "ece", "pseudo_labels"):
         assert key in metrics, key
