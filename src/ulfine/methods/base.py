@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ulfine.config import HeadConfig, MethodConfig
-from ulfine.registry import Registry
+from ulfine.registry import METHODS
 
 
 @dataclass
@@ -85,10 +85,7 @@ class SSLMethod(nn.Module):
         return {}
 
 
-METHODS: Registry[type[SSLMethod]] = Registry("method")
-
-
 def build_method(cfg: MethodConfig, ctx: MethodContext) -> SSLMethod:
-    import ulfine.methods  # noqa: F401  (registers the built-in methods)
-
+    """``METHODS`` (in ``ulfine.registry``, filled by importing this package) by ``cfg.name``;
+    the method finds its own options in ``cfg.options``."""
     return METHODS.get(cfg.name)(cfg, ctx)
