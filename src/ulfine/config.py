@@ -1,8 +1,12 @@
 """Typed run configuration: dataclasses with defaults, loaded from YAML + ``key=value`` overrides.
 
-Converted once at the edge (`load_config`); everything below receives dataclasses. An unknown
-key raises with its dotted path and the closest valid key; a value outside its range raises
-naming the key and the value.
+Converted once at the edge (`load_config`); everything below receives dataclasses. This file
+holds the shared sections; each registered component (method, PEFT module, strategy, dataset)
+declares its own options dataclass next to its code and names it at registration, and its
+options are read under its name (``method.acr.*``, ``strategy.lora.*``; docs/ARCHITECTURE.md).
+An unknown key raises with its dotted path and the closest valid key, a key of a component that
+is not chosen names the chosen one and its options, and a value outside the range declared on
+its field (`option`) raises naming the key and the value.
 """
 from __future__ import annotations
 
@@ -28,9 +32,8 @@ class ConfigError(ValueError):
 
 
 def option(
-    default: Any = dataclasses.MISSING,
+    default: Any,
     *,
-    factory: Callable[[], Any] | None = None,
     range: str | None = None,
     alias: str | None = None,
 ) -> Any:
@@ -46,8 +49,6 @@ def option(
         metadata["range"] = (range, _range_check(range))
     if alias is not None:
         metadata["alias"] = alias
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -391,7 +392,8 @@ def _check_selector(cls: type, slot: dataclasses.Field, kwargs: dict[str, Any], 
 def _options(slot: dataclasses.Field, name: str, rest: dict[str, Any], prefix: str, lenient: bool) -> Any:
     """The chosen component's options from ``rest[name]`` plus the flat aliases of its fields."""
     config_type = slot.metadata["component"].config(name)
-    raw = rest.pop(name, None) or {}
+    raw = rest.pop(name, None)
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"config key '{prefix}{name}' must be a mapping of options, got {raw!r}")
     raw = dict(raw)
@@ -424,10 +426,10 @@ def _reject(cls: type, section: Any, key: str, prefix: str) -> None:
             continue
         kind, chosen = slot.metadata["component"].kind, _chosen(section, slot)
         if chosen is None:
-            selector, value = slot.metadata["when"]
+            when_field, when_value = slot.metadata["when"]
             raise ConfigError(
                 f"config key '{prefix}{key}' is an option of {kind} '{owner}', which applies only "
-                f"when {prefix}{selector} = {value!r}"
+                f"when {prefix}{when_field} = {when_value!r}"
             )
         names = [f.name for f in dataclasses.fields(slot.metadata["component"].config(chosen))]
         its = f"its options under '{prefix}{chosen}': {', '.join(names)}" if names else "it has no options"
