@@ -46,7 +46,11 @@ class StepOutput:
 
 
 class SSLMethod(nn.Module):
-    """Base class: subclasses implement ``forward`` (prediction logits) and ``step``."""
+    """Base class: subclasses implement ``forward`` (prediction logits) and ``step``.
+
+    ``cfg`` holds the options every method reads (threshold, lambda_u, la_tau) and, in
+    ``cfg.options``, the method's own dataclass named at ``@METHODS.register(name, config=...)``.
+    """
 
     needs_unlabeled: bool = True  # False: the trainer skips the unlabeled stream
     needs_weak_grad: bool = False  # False: the weak view runs under no_grad
