@@ -57,6 +57,6 @@ def test_missing_file_and_bad_override():
 
 
 def test_saved_config_round_trips(tmp_path):
-    cfg = load_config(None, ["optim.lr=0.2", "method.acr.tau_range=[3,1,0]"])
+    cfg = load_config(None, ["optim.lr=0.2", "method.name=acr", "method.acr.tau_range=[3,1,0]"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ulfine.config import ModelConfig, RunConfig, from_dict, load_config, to_dict, validate
+from ulfine.config import ModelConfig, RunConfig, load_config, run_config, to_dict
 from ulfine.data import build_splits
 from ulfine.data.sources import BadImageError, FileSource
 from ulfine.engine.amp import autocast, resolve_device
@@ -110,7 +110,7 @@ def read_export(export_dir: str | Path) -> TunedState:
     if not weights_path.is_file():
         raise MissingFileError(f"export '{export_dir}' has no {EXPORT_WEIGHTS}")
     tensors = load_file(weights_path)
-    cfg = validate(from_dict(RunConfig, meta["config"]))
+    cfg = run_config(meta["config"], source=f"the config in {export_dir / EXPORT_JSON}")
     return TunedState(
         cfg=cfg,
         class_names=list(meta["class_names"]),

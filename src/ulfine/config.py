@@ -1,27 +1,121 @@
 """Typed run configuration: dataclasses with defaults, loaded from YAML + ``key=value`` overrides.
 
-Converted once at the edge (`load_config`); everything below receives dataclasses. An unknown
-key raises with its dotted path and the closest valid key; a value outside its range raises
-naming the key and the value.
+Converted once at the edge (`load_config`); everything below receives dataclasses. This file
+holds the shared sections; each registered component (method, PEFT module, strategy, dataset)
+declares its own options dataclass next to its code and names it at registration, and its
+options are read under its name (``method.acr.*``, ``strategy.lora.*``; docs/ARCHITECTURE.md).
+An unknown key raises with its dotted path and the closest valid key, a key of a component that
+is not chosen names the chosen one and its options, and a value outside the range declared on
+its field (`option`) raises naming the key and the value.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
 from ulfine.errors import UlfineError
-from ulfine.registry import suggest
+from ulfine.registry import DATASETS, METHODS, PEFT, STRATEGIES, Registry, suggest
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(UlfineError, ValueError):
     """A config file, key or value the user has to fix."""
+
+
+def option(
+    default: Any,
+    *,
+    range: str | None = None,
+    alias: str | None = None,
+) -> Any:
+    """A config field with its valid range and, for a component's option, the flat key it was
+    spelt with before components owned their options.
+
+    ``range``: ``">= 1"``, ``"> 0"``, ``"in (0, 1]"``, ``"in [0, 1)"``... (checked by `validate`,
+    which names the key and the value). ``alias``: e.g. LoRA's ``rank`` is also read from
+    ``strategy.lora_rank`` (the section's flat key), so existing configs and overrides still work.
+    """
+    metadata: dict[str, Any] = {}
+    if range is not None:
+        metadata["range"] = (range, _range_check(range))
+    if alias is not None:
+        metadata["alias"] = alias
+    return field(default=default, metadata=metadata)
+
+
+_BOUND = re.compile(r"^(>=|>|<=|<) (\S+)$")
+_INTERVAL = re.compile(r"^in ([\[(])(\S+), (\S+)([\])])$")
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b, "<": lambda v, b: v < b,
+}
+
+
+def _range_check(spec: str) -> Callable[[Any], bool]:
+    """``">= 1"`` / ``"in (0, 1]"`` -> predicate; a malformed spec fails at import, not at use."""
+    bound = _BOUND.match(spec)
+    if bound:
+        compare, limit = _COMPARE[bound.group(1)], float(bound.group(2))
+        return lambda v: compare(v, limit)
+    interval = _INTERVAL.match(spec)
+    if interval:
+        low_open, low, high, high_open = interval.group(1) == "(", float(interval.group(2)), \
+            float(interval.group(3)), interval.group(4) == ")"
+        return lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    raise ValueError(f"range '{spec}' is neither '>= x' (>, <=, <) nor 'in [a, b]' (open ends: parentheses)")
+
+
+def component(registry: Registry[Any], selector: str = "name", when: tuple[str, str] | None = None) -> Any:
+    """A section's slot for the options of the component that ``selector`` names.
+
+    The component's registration declares the dataclass (``@METHODS.register("acr",
+    config=ACRConfig)``); in YAML its options sit under the component's name (``method.acr.*``),
+    and a key the chosen component lacks is an error naming it and its options. ``when`` =
+    (field, value): the slot only applies then (PEFT options only under ``strategy.name=lft``);
+    otherwise it holds None.
+    """
+    return field(default=None, metadata={"component": registry, "selector": selector, "when": when})
+
+
+def _chosen(section: Any, slot: dataclasses.Field) -> str | None:
+    """The component name a slot's selector holds, or None when the slot does not apply."""
+    when = slot.metadata["when"]
+    if when is not None and getattr(section, when[0]) != when[1]:
+        return None
+    return getattr(section, slot.metadata["selector"])
+
+
+def _slots(cls: Any) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if "component" in f.metadata]
+
+
+class Components:
+    """Base of a section with component slots: a slot left at None gets the chosen component's
+    defaults, and options of the wrong type fail at construction."""
+
+    def __post_init__(self) -> None:
+        for slot in _slots(self):
+            name = _chosen(self, slot)
+            if name is None:
+                setattr(self, slot.name, None)
+                continue
+            config_type = slot.metadata["component"].config(name)
+            if getattr(self, slot.name) is None:
+                setattr(self, slot.name, config_type())
+            elif not isinstance(getattr(self, slot.name), config_type):
+                raise TypeError(
+                    f"{type(self).__name__}.{slot.name} must be {config_type.__name__} for "
+                    f"{slot.metadata['component'].kind} '{name}', got {type(getattr(self, slot.name)).__name__}"
+                )
 
 
 @dataclass
@@ -35,102 +129,75 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Components):
     dataset: str = "cifar10"  # cifar10 | cifar100 | stl10 | smallimagenet127 | imagefolder
     root: str = "data"  # dataset folder (or torchvision download cache)
     download: bool = False  # let torchvision download CIFAR/STL when `root` lacks them
     class_names: str | None = None  # optional names file, one name per line, in class order
-    n1: int = 500  # labeled images of the most frequent class (N_1)
-    m1: int = 4000  # unlabeled images of the most frequent class (M_1)
-    gamma_l: float = 100.0  # labeled imbalance ratio N_1 / N_C
-    gamma_u: float = 100.0  # unlabeled imbalance ratio (ignored for `uniform`)
+    n1: int = option(500, range=">= 1")  # labeled images of the most frequent class (N_1)
+    m1: int = option(4000, range=">= 0")  # unlabeled images of the most frequent class (M_1)
+    gamma_l: float = option(100.0, range=">= 1")  # labeled imbalance ratio N_1 / N_C
+    gamma_u: float = option(100.0, range=">= 1")  # unlabeled imbalance ratio (ignored for `uniform`)
     distribution: str = "consistent"  # consistent | uniform | reversed | middle | headtail
     labeled_in_unlabeled: bool = False  # ACR's convention: unlabeled = first N_k + M_k
     selection: Literal["first", "shuffle"] = "first"  # which images of a class are taken
     split_seed: int = 0  # seed of the per-class shuffle (selection=shuffle)
     allow_empty_classes: bool = False  # permit classes with zero labeled images
-    val_per_class: int = 0  # labeled images per class held out as a validation split
-    batch_size: int = 64  # labeled batch B (global, split across DDP processes)
-    uratio: int = 2  # unlabeled batch = uratio * B
-    eval_batch_size: int = 256
-    num_workers: int = 2
+    val_per_class: int = option(0, range=">= 0")  # labeled images per class held out as a validation split
+    batch_size: int = option(64, range=">= 1")  # labeled batch B (global, split across DDP processes)
+    uratio: int = option(2, range=">= 1")  # unlabeled batch = uratio * B
+    eval_batch_size: int = option(256, range=">= 1")
+    num_workers: int = option(2, range=">= 0")
     randaugment_n: int = 2  # RandAugment ops per image (strong view)
     randaugment_m: int = 10  # RandAugment magnitude (strong view)
-    cutout: float = 0.5  # Cutout (RandomErasing) area fraction upper bound (strong view); 0 = off
+    cutout: float = option(0.5, range="in [0, 1)")  # Cutout (RandomErasing) area fraction upper bound (strong view); 0 = off
     bad_images: Literal["error", "skip"] = "error"  # corrupt files: fail naming them, or skip with a count
+    options: Any = component(DATASETS, selector="dataset")  # data.<dataset>.*: the dataset's own options
 
 
 @dataclass
-class StrategyConfig:
+class StrategyConfig(Components):
     name: Literal["zeroshot", "lp", "lft", "fft"] = "lft"
-    peft: str = "adaptformer"  # lft module: adaptformer | lora | vpt | bitfit
-    adapter_dim: int = 64  # AdaptFormer bottleneck r
-    adapter_scale: float = 0.1  # AdaptFormer output scale s
-    lora_rank: int = 8
-    lora_alpha: float = 8.0
-    vpt_length: int = 10  # VPT-deep prompts per block
-    encoder_lr: float | None = None  # lr of encoder weights (FFT); None = optim.lr
+    peft: str = "adaptformer"  # lft module (models/peft/<name>.py): adaptformer | lora | vpt | bitfit
+    options: Any = component(STRATEGIES)  # strategy.<name>.*: e.g. fft's encoder_lr
+    peft_options: Any = component(PEFT, selector="peft", when=("name", "lft"))  # strategy.<peft>.*
 
 
 @dataclass
 class HeadConfig:
     name: str = "cosine"  # cosine | linear
-    scale: float = 25.0  # cosine-head logit scale (1/T; LIFT uses 25)
+    scale: float = option(25.0, range="> 0")  # cosine-head logit scale (1/T; LIFT uses 25)
     init_from_text: bool = True  # initialise weights from the text prototypes
 
 
 @dataclass
-class ACRConfig:
-    # tau for an unlabeled estimate at the (consistent, uniform, reversed) anchor; the pseudo-labels
-    # of the standard head come from logits - tau * log(pi_l) (ACR: tau_min = 0 .. tau_max = tau1 = 2)
-    tau_range: tuple[float, float, float] = (0.0, 1.0, 2.0)
-    est_every: int = 500  # re-estimate tau every N iterations (ACR: each epoch)
-    est_start: int = 0  # iterations before the unlabeled distribution is estimated (ACR: 5 epochs)
-    pu_momentum: float = 0.99  # EMA of the unlabeled class distribution (ACR's --ema-u in its README)
-    lambda_bal: float = 1.0  # weight of the balanced (logit-adjusted) head's losses
-    tau_bal: float = 2.0  # LA strength of the balanced head's labeled loss (ACR: tau2)
-    tau_bal_targets: float = 2.0  # prior removed from the standard logits to label the balanced head (ACR: tau12)
+class MethodConfig(Components):
+    """Options every SSL method reads; each method's own ones sit in ``options`` (method.<name>.*)."""
 
-
-@dataclass
-class ULFineConfig:
-    proto_momentum: float = 0.9  # m: EMA of per-class visual prototypes
-    pu_momentum: float = 0.999  # EMA of P_u
-    mu: float = 0.01  # PAF step: alpha_k = mu * P_u^k / max_i P_u^i
-    lambda_orth: float = 1.0  # weight of L_orth
-    text_scale: float = 1 / 0.07  # 1/T_t of the text logits
-    paf: bool = True  # ablation: PAF update on/off
-    orth: bool = True  # ablation: orthogonality loss on/off
-    fusion: Literal["dual", "text", "lp"] = "dual"  # logits used for pseudo-labels and prediction
-    lp_loss: Literal["la", "ce_fuse_prior"] = "la"  # how s_l is balanced (spec section 3, DLF)
-    train_text_prototypes: bool = True  # C_t gets gradients (text losses, L_orth); False: only PAF moves it
-    lp_init: Literal["text", "zeros"] = "text"  # LP head W at step 0: C_t (spec) or zeros (s_l = 0)
-    fuse_text_weight: float = 1.0  # beta in the dual fusion s = beta * s_t + s_l (spec: 1)
-    text_loss: Literal["ce", "la"] = "ce"  # L_s on s_t: plain CE (spec) or logit-adjusted like s_l
-
-
-@dataclass
-class MethodConfig:
     name: str = "fixmatch"  # supervised | fixmatch | fixmatch_la | acr | ulfine
-    threshold: float = 0.95  # confidence threshold for pseudo-labels
-    lambda_u: float = 1.0  # weight of the unlabeled loss
+    threshold: float = option(0.95, range="in (0, 1]")  # confidence threshold for pseudo-labels
+    lambda_u: float = option(1.0, range=">= 0")  # weight of the unlabeled loss
     la_tau: float = 1.0  # logit-adjustment strength (Menon et al.)
-    acr: ACRConfig = field(default_factory=ACRConfig)
-    ulfine: ULFineConfig = field(default_factory=ULFineConfig)
+    options: Any = component(METHODS)  # method.<name>.*: the method's config dataclass
+
+
+def uses_head(method: MethodConfig) -> bool:
+    """False for a method whose config says it builds its own heads (``uses_head = False``)."""
+    return getattr(method.options, "uses_head", True)
 
 
 @dataclass
 class OptimConfig:
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
-    weight_decay: float = 5e-4
+    lr: float = option(0.01, range="> 0")
+    weight_decay: float = option(5e-4, range=">= 0")
     momentum: float = 0.9
     nesterov: bool = True
-    iterations: int = 2000
-    warmup_iterations: int = 50
-    grad_accum: int = 1  # micro-batches per optimiser step
+    iterations: int = option(2000, range=">= 0")
+    warmup_iterations: int = option(50, range=">= 0")
+    grad_accum: int = option(1, range=">= 1")  # micro-batches per optimiser step
     grad_clip: float = 0.0  # max grad norm; 0 = off
-    ema: float = 0.0  # weight EMA decay; 0 = off (evaluation uses the EMA weights when on)
+    ema: float = option(0.0, range="in [0, 1)")  # weight EMA decay; 0 = off (evaluation uses the EMA weights when on)
 
 
 @dataclass
@@ -138,15 +205,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
-    eval_every: int = 500
-    log_every: int = 50
-    checkpoint_every: int = 500
+    eval_every: int = option(500, range=">= 1")
+    log_every: int = option(50, range=">= 1")
+    checkpoint_every: int = option(500, range=">= 1")
     compile: bool = False  # torch.compile the encoder
     # autograd forward only for the strong images whose pseudo-label passes (their loss is exact;
     # the others' is 0 anyway); False = every strong image, the reference behaviour
     sparse_strong: bool = True
     feature_cache: bool = True  # LP with a frozen encoder: train heads on cached features
-    feature_bank: int = 4  # augmentations per image in the feature cache (K)
+    feature_bank: int = option(4, range=">= 1")  # augmentations per image in the feature cache (K)
     cache_dir: str | None = None  # feature cache folder; None = <output.dir>/.feature_cache
 
 
@@ -163,7 +230,13 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
+    # `applies`: (does the section apply to this run, why not); a section that doesn't apply is
+    # an error when given and left out of config.yaml
+    head: HeadConfig = field(
+        default_factory=HeadConfig,
+        metadata={"applies": (lambda run: uses_head(run.method),
+                              lambda run: f"method '{run.method.name}' builds its own heads")},
+    )
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -179,62 +252,28 @@ class RunConfig:
         return to_dict(self)
 
 
-# Range checks: dotted key -> (predicate, description). Checked after every load.
-_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "method.threshold": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-    "method.lambda_u": (lambda v: v >= 0, ">= 0"),
-    "optim.lr": (lambda v: v > 0, "> 0"),
-    "optim.weight_decay": (lambda v: v >= 0, ">= 0"),
-    "optim.iterations": (lambda v: v >= 0, ">= 0"),
-    "optim.warmup_iterations": (lambda v: v >= 0, ">= 0"),
-    "optim.grad_accum": (lambda v: v >= 1, ">= 1"),
-    "optim.ema": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "data.uratio": (lambda v: v >= 1, ">= 1"),
-    "data.batch_size": (lambda v: v >= 1, ">= 1"),
-    "data.eval_batch_size": (lambda v: v >= 1, ">= 1"),
-    "data.n1": (lambda v: v >= 1, ">= 1"),
-    "data.m1": (lambda v: v >= 0, ">= 0"),
-    "data.gamma_l": (lambda v: v >= 1, ">= 1"),
-    "data.gamma_u": (lambda v: v >= 1, ">= 1"),
-    "data.num_workers": (lambda v: v >= 0, ">= 0"),
-    "data.val_per_class": (lambda v: v >= 0, ">= 0"),
-    "data.cutout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "strategy.adapter_dim": (lambda v: v >= 1, ">= 1"),
-    "strategy.lora_rank": (lambda v: v >= 1, ">= 1"),
-    "strategy.vpt_length": (lambda v: v >= 1, ">= 1"),
-    "head.scale": (lambda v: v > 0, "> 0"),
-    "method.acr.est_every": (lambda v: v >= 1, ">= 1"),
-    "method.acr.est_start": (lambda v: v >= 0, ">= 0"),
-    "method.acr.pu_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "method.acr.lambda_bal": (lambda v: v >= 0, ">= 0"),
-    "method.ulfine.mu": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "method.ulfine.proto_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "method.ulfine.pu_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "method.ulfine.lambda_orth": (lambda v: v >= 0, ">= 0"),
-    "method.ulfine.text_scale": (lambda v: v > 0, "> 0"),
-    "method.ulfine.fuse_text_weight": (lambda v: v >= 0, ">= 0"),
-    "train.eval_every": (lambda v: v >= 1, ">= 1"),
-    "train.log_every": (lambda v: v >= 1, ">= 1"),
-    "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
-    "train.feature_bank": (lambda v: v >= 1, ">= 1"),
-}
-
-
 def to_dict(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return list(obj)
-    return obj
+    """Plain data for YAML: a component's options under its name, sections that don't apply left out."""
+    if not dataclasses.is_dataclass(obj):
+        return list(obj) if isinstance(obj, tuple) else obj
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if "component" in f.metadata:
+            if value is not None and dataclasses.fields(value):
+                out[_chosen(obj, f)] = to_dict(value)
+        elif "applies" not in f.metadata or f.metadata["applies"][0](obj):
+            out[f.name] = to_dict(value)
+    return out
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:
+def _convert(value: Any, hint: Any, key: str, lenient: bool = False) -> Any:
     """Coerce a YAML/CLI value to the annotated type, or raise naming ``key``."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
-        return from_dict(hint, value, prefix=key + ".")
+        return from_dict(hint, value, prefix=key + ".", lenient=lenient)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None:
@@ -299,18 +338,113 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
-def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict; unknown keys raise with a suggestion."""
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "", lenient: bool = False) -> Any:
+    """Build dataclass ``cls`` from a nested dict; unknown keys raise with a suggestion.
+
+    Component slots (`component`) are filled from the chosen component's subsection (and the
+    flat aliases of its options). ``lenient``: drop, instead of rejecting, the options of
+    components that are not chosen and the sections that don't apply (old run folders hold all).
+    """
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    rest = dict(data)
+    kwargs = {
+        name: _convert(rest.pop(name), hints[name], prefix + name, lenient)
+        for name, f in fields.items() if name in rest and "component" not in f.metadata
+    }
+    slots = _slots(cls)
+    for slot in slots:
+        _check_selector(cls, slot, kwargs, prefix)
+    section = cls(**kwargs) if slots else None  # selectors resolved (and defaulted) as in the result
+    for slot in slots:
+        name = _chosen(section, slot)
+        if name is not None:
+            kwargs[slot.name] = _options(slot, name, rest, prefix, lenient)
+    for key in list(rest):
+        if not (lenient and any(_owner(slot, key) for slot in slots)):
+            _reject(cls, section, key, prefix)
+        logger.info("config key '%s%s' dropped: it is an option of a component this run does not use", prefix, key)
+    obj = cls(**kwargs)
+    for name, f in fields.items():
+        if name in data and "applies" in f.metadata and not f.metadata["applies"][0](obj):
+            if not lenient:
+                raise ConfigError(
+                    f"config section '{prefix}{name}' does not apply: {f.metadata['applies'][1](obj)}; "
+                    f"remove the {prefix}{name}.* keys"
+                )
+            setattr(obj, name, f.default_factory())  # type: ignore[misc]
+    return obj
+
+
+def _check_selector(cls: type, slot: dataclasses.Field, kwargs: dict[str, Any], prefix: str) -> None:
+    """A selector naming no registered component fails here, naming the key."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    selector, when = slot.metadata["selector"], slot.metadata["when"]
+    if when is not None and kwargs.get(when[0], defaults[when[0]]) != when[1]:
+        return
+    registry, name = slot.metadata["component"], kwargs.get(selector, defaults[selector])
+    if name not in registry:
+        raise ConfigError(
+            f"config key '{prefix}{selector}' = {name!r} is not a known {registry.kind}"
+            f"{suggest(str(name), registry.names())}; known: {', '.join(registry.names())}"
+        )
+
+
+def _options(slot: dataclasses.Field, name: str, rest: dict[str, Any], prefix: str, lenient: bool) -> Any:
+    """The chosen component's options from ``rest[name]`` plus the flat aliases of its fields."""
+    config_type = slot.metadata["component"].config(name)
+    raw = rest.pop(name, None)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key '{prefix}{name}' must be a mapping of options, got {raw!r}")
+    raw = dict(raw)
+    for f in dataclasses.fields(config_type):
+        alias = f.metadata.get("alias")
+        if alias in rest:
+            if f.name in raw:
+                raise ConfigError(f"config keys '{prefix}{alias}' and '{prefix}{name}.{f.name}' set the same option; keep one")
+            raw[f.name] = rest.pop(alias)
+    return from_dict(config_type, raw, prefix=f"{prefix}{name}.", lenient=lenient)
+
+
+def _owner(slot: dataclasses.Field, key: str) -> str | None:
+    """The registered component whose options ``key`` holds (its name, or a flat alias), if any."""
+    registry = slot.metadata["component"]
+    for name in registry.names():
+        aliases = {f.metadata.get("alias") for f in dataclasses.fields(registry.config(name))}
+        if key == name or key in aliases:
+            return name
+    return None
+
+
+def _reject(cls: type, section: Any, key: str, prefix: str) -> None:
+    """Raise for ``key``: an option of a component that is not chosen names the chosen one and
+    its options; anything else is an unknown key with the closest valid one."""
+    where = prefix.rstrip(".") or "top level"
+    for slot in _slots(cls):
+        owner = _owner(slot, key)
+        if owner is None:
+            continue
+        kind, chosen = slot.metadata["component"].kind, _chosen(section, slot)
+        if chosen is None:
+            when_field, when_value = slot.metadata["when"]
             raise ConfigError(
-                f"unknown config key '{prefix}{key}'{suggest(str(key), names)}; "
-                f"valid keys under '{prefix.rstrip('.') or 'top level'}': {', '.join(names)}"
+                f"config key '{prefix}{key}' is an option of {kind} '{owner}', which applies only "
+                f"when {prefix}{when_field} = {when_value!r}"
             )
-    kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+        names = [f.name for f in dataclasses.fields(slot.metadata["component"].config(chosen))]
+        its = f"its options under '{prefix}{chosen}': {', '.join(names)}" if names else "it has no options"
+        raise ConfigError(f"config key '{prefix}{key}' is not an option of {kind} '{chosen}' ({its})")
+    names = [f.name for f in dataclasses.fields(cls) if "component" not in f.metadata]
+    if section is not None:
+        names += [_chosen(section, slot) for slot in _slots(cls) if getattr(section, slot.name) is not None
+                  and dataclasses.fields(getattr(section, slot.name))]
+    if not names:
+        raise ConfigError(f"unknown config key '{prefix}{key}': '{where}' has no options")
+    raise ConfigError(
+        f"unknown config key '{prefix}{key}'{suggest(str(key), names)}; "
+        f"valid keys under '{where}': {', '.join(names)}"
+    )
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -362,13 +496,21 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _check_ranges(obj: Any, prefix: str) -> None:
+    """Every field declared with a ``range`` (see `option`), in shared sections and components."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = _chosen(obj, f) if "component" in f.metadata else f.name
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, f"{prefix}{key}.")
+        elif "range" in f.metadata and value is not None:
+            desc, ok = f.metadata["range"]
+            if not ok(value):
+                raise ConfigError(f"config key '{prefix}{key}' = {value!r} is out of range: must be {desc}")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
-    for dotted, (ok, desc) in _RANGES.items():
-        value: Any = cfg
-        for part in dotted.split("."):
-            value = getattr(value, part)
-        if not ok(value):
-            raise ConfigError(f"config key '{dotted}' = {value!r} is out of range: must be {desc}")
+    _check_ranges(cfg, "")
     if cfg.strategy.name == "zeroshot" and cfg.optim.iterations != 0:
         raise ConfigError(
             f"strategy.name = 'zeroshot' trains nothing, but optim.iterations = {cfg.optim.iterations}; "
@@ -377,11 +519,35 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def written_before_components(data: dict[str, Any]) -> bool:
+    """A config.yaml resolved before components owned their options: it holds every method's
+    options at once (``method.acr`` and ``method.ulfine``), and flat PEFT keys of every module."""
+    method = data.get("method")
+    return isinstance(method, dict) and {"acr", "ulfine"} <= method.keys()
+
+
+def upgrade(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """An old resolved config -> today's layout: options of components the run did not use (and
+    ``head`` under a method with its own heads) are dropped; they had no effect on the run."""
+    if not written_before_components(data):
+        return data
+    logger.info("%s was written before components owned their options; reading the chosen ones", source)
+    try:
+        return to_dict(from_dict(RunConfig, data, lenient=True))
+    except ConfigError as err:
+        raise ConfigError(f"{source} (written by an older ulfine) cannot be read: {err}") from err
+
+
+def run_config(data: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> RunConfig:
+    """A config tree (+ overrides) -> validated RunConfig; old resolved trees are upgraded first."""
+    data = _merge(upgrade(data, source), parse_overrides(overrides or []))
+    return validate(from_dict(RunConfig, data))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated RunConfig."""
     data = read_yaml(path) if path is not None else {}
-    data = _merge(data, parse_overrides(overrides or []))
-    return validate(from_dict(RunConfig, data))
+    return run_config(data, overrides, source=f"config file '{path}'")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -38,7 +38,7 @@ def test_every_cell_and_setting_is_a_valid_config(compare, tmp_path: Path) -> No
 def test_cell_overrides_win_and_settings_apply(compare, tmp_path: Path) -> None:
     cfg = load_config(compare.BASE_CONFIG,
                       compare.Job("uniform", "ulfine-text-only", 1).overrides(tmp_path, None, ["method.name=acr"]))
-    assert (cfg.method.name, cfg.method.ulfine.fusion, cfg.strategy.name) == ("ulfine", "text", "lft")
+    assert (cfg.method.name, cfg.method.options.fusion, cfg.strategy.name) == ("ulfine", "text", "lft")
     assert (cfg.data.distribution, cfg.data.gamma_u, cfg.train.seed) == ("uniform", 1.0, 1)
 
 

@@ -65,10 +65,24 @@ def overrides(assets: tuple[Path, Path], out: Path, drawn: dict[str, Any]) -> li
     return [
         f"model.name=local-dir:{clip_dir}", "data.dataset=imagefolder", f"data.root={data_dir}",
         "data.num_workers=0", "data.eval_batch_size=16", f"optim.iterations={iterations}",
-        "optim.warmup_iterations=1", "strategy.adapter_dim=4", "strategy.lora_rank=2", "strategy.vpt_length=2",
+        "optim.warmup_iterations=1", *small_peft(drawn),
         "train.device=cpu", "train.eval_every=100", "train.log_every=1", f"output.dir={out}",
-        "output.name=run", "output.tensorboard=false", *(f"{k}={v}" for k, v in drawn.items()),
+        "output.name=run", "output.tensorboard=false",
+        *(f"{k}={v}" for k, v in drawn.items() if applies(k, drawn)),
     ]
+
+
+def small_peft(drawn: dict[str, Any]) -> list[str]:
+    """A small module of the drawn kind; its keys are an error outside strategy.name=lft."""
+    if drawn["strategy.name"] != "lft":
+        return []
+    return {"adaptformer": ["strategy.adapter_dim=4"], "lora": ["strategy.lora_rank=2"],
+            "vpt": ["strategy.vpt_length=2"]}.get(drawn["strategy.peft"], [])
+
+
+def applies(key: str, drawn: dict[str, Any]) -> bool:
+    """head.* is an error under a method that builds its own heads (ULFine)."""
+    return not key.startswith("head.") or getattr(METHODS.config(drawn["method.name"]), "uses_head", True)
 
 
 @settings(max_examples=25, deadline=None, database=None)

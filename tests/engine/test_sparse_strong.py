@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import make_tiny_clip
-from ulfine.config import MethodConfig, StrategyConfig
+from ulfine.config import MethodConfig, StrategyConfig, from_dict
 from ulfine.engine.learner import Learner
 from ulfine.methods.base import MethodContext, StepOutput, build_method
 from ulfine.models.encoder import ImageEncoder, build_image_encoder
@@ -33,7 +33,8 @@ def tiny_learner(method: str, strategy: str = "lft") -> Learner:
 
 def adapted_encoder(clip: open_clip.CLIP, strategy: str) -> ImageEncoder:
     """The encoder with its zero-initialised adapters moved off zero, so they get real gradients."""
-    encoder = build_image_encoder(clip.visual, StrategyConfig(name=strategy, peft="adaptformer", adapter_dim=8))
+    small = {"adapter_dim": 8} if strategy == "lft" else {}
+    encoder = build_image_encoder(clip.visual, from_dict(StrategyConfig, {"name": strategy, "peft": "adaptformer", **small}))
     torch.manual_seed(2)
     for param in encoder.trainable_parameters():
         if param.dim() > 1:

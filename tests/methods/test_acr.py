@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from ulfine.config import ACRConfig, MethodConfig
+from ulfine.config import MethodConfig
 from ulfine.methods import MethodContext, build_method
-from ulfine.methods.acr import ACR, adaptive_tau, anchor_priors, symmetric_kl
+from ulfine.methods.acr import ACR, ACRConfig, adaptive_tau, anchor_priors, symmetric_kl
 
 
 class FirstDims(nn.Module):
@@ -25,7 +25,7 @@ def long_tailed_counts(num_classes: int = 10, n1: int = 500, gamma: float = 100.
 
 
 def make_acr(ctx: MethodContext, threshold: float = 0.95, **acr_options: object) -> ACR:
-    method = build_method(MethodConfig(name="acr", threshold=threshold, acr=ACRConfig(**acr_options)), ctx)
+    method = build_method(MethodConfig(name="acr", threshold=threshold, options=ACRConfig(**acr_options)), ctx)
     assert isinstance(method, ACR)
     method.head = FirstDims(ctx.num_classes)
     method.head_bal = FirstDims(ctx.num_classes)

@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ulfine.config import MethodConfig, ULFineConfig
+from ulfine.config import MethodConfig
 from ulfine.methods import METHODS, MethodContext, build_method
 from ulfine.methods.losses import cross_entropy
-from ulfine.methods.ulfine import ULFine, ema_class_means, orthogonality_loss, paf_alpha, paf_update
+from ulfine.methods.ulfine import ULFine, ULFineConfig, ema_class_means, orthogonality_loss, paf_alpha, paf_update
 
 
 def make(
@@ -18,7 +18,7 @@ def make(
     **ulfine_options,
 ) -> ULFine:
     num_classes = len(protos)
-    cfg = MethodConfig(name="ulfine", threshold=threshold, la_tau=la_tau, ulfine=ULFineConfig(**ulfine_options))
+    cfg = MethodConfig(name="ulfine", threshold=threshold, la_tau=la_tau, options=ULFineConfig(**ulfine_options))
     counts = torch.tensor(counts if counts is not None else [1] * num_classes)
     return build_method(cfg, MethodContext(num_classes=num_classes, text_prototypes=protos, labeled_counts=counts))
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny_clip
-from ulfine.config import StrategyConfig
+from ulfine.config import StrategyConfig, from_dict
 from ulfine.models.encoder import STRATEGIES, build_image_encoder
 from ulfine.models.peft import PEFT
 
@@ -18,7 +18,7 @@ def images() -> torch.Tensor:
 
 
 def _encoder(model, name, peft="adaptformer", **kwargs):
-    return build_image_encoder(model.visual, StrategyConfig(name=name, peft=peft, **kwargs))
+    return build_image_encoder(model.visual, from_dict(StrategyConfig, {"name": name, "peft": peft, **kwargs}))
 
 
 def test_strategy_registry_matches_config_choices():
@@ -34,7 +34,7 @@ def test_features_are_normalised(tiny_clip, images):
 @pytest.mark.parametrize(("name", "peft"), CASES)
 def test_only_the_intended_parameters_get_gradients(name, peft, tiny_clip, images):
     all_visual = {f"visual.{n}" for n, _ in tiny_clip.visual.named_parameters()}
-    encoder = _encoder(tiny_clip, name, peft, adapter_scale=1.0)
+    encoder = _encoder(tiny_clip, name, peft, **({"adapter_scale": 1.0} if (name, peft) == ("lft", "adaptformer") else {}))
     assert encoder.is_frozen == (name in ("zeroshot", "lp"))
     if name == "fft":
         assert encoder.tuned_names == all_visual
@@ -53,7 +53,7 @@ def test_param_groups_use_encoder_lr_for_fft_only(tiny_clip):
     fft = _encoder(make_tiny_clip(), "fft", encoder_lr=1e-5)
     assert [g["lr"] for g in fft.param_groups(0.01)] == [1e-5]
     assert len(fft.param_groups(0.01)[0]["params"]) == len(list(fft.visual.parameters()))
-    lft = _encoder(tiny_clip, "lft", encoder_lr=1e-5)
+    lft = _encoder(tiny_clip, "lft")  # encoder_lr outside FFT is a config error (tests/test_config.py)
     assert [g["lr"] for g in lft.param_groups(0.01)] == [0.01]
     assert _encoder(make_tiny_clip(), "lp").param_groups(0.01) == []
 

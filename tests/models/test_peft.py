@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from ulfine.config import StrategyConfig
 from ulfine.models.peft import PEFT, residual_blocks
+from ulfine.models.peft.adaptformer import AdaptFormerConfig
+from ulfine.models.peft.lora import LoRAConfig
+from ulfine.models.peft.vpt import VPTConfig
 
 EXACT_AT_INIT = ["adaptformer", "lora", "bitfit"]
 
@@ -44,16 +46,21 @@ def test_attached_model_equals_frozen_at_init(name, tiny_clip, images):
     visual = tiny_clip.visual
     with torch.no_grad():
         before = visual(images)
-        PEFT.get(name)(visual, StrategyConfig())
+        PEFT.get(name)(visual, PEFT.config(name)())
         after = visual(images)
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
+
+
+def _options(name: str) -> object:
+    """Defaults, except AdaptFormer's scale 1 so that its gradient is not tiny."""
+    return AdaptFormerConfig(scale=1.0) if name == "adaptformer" else PEFT.config(name)()
 
 
 @pytest.mark.parametrize("name", PEFT.names())
 def test_one_step_changes_only_the_container(name, tiny_clip, images):
     visual = tiny_clip.visual.train()
     visual.requires_grad_(False)
-    container = PEFT.get(name)(visual, StrategyConfig(adapter_scale=1.0)).requires_grad_(True)
+    container = PEFT.get(name)(visual, _options(name)).requires_grad_(True)
     tuned = {id(p) for p in container.parameters()}
     assert tuned <= {id(p) for p in visual.parameters()}, "the ViT must own every tuned parameter"
     before = {n: p.detach().clone() for n, p in visual.named_parameters()}
@@ -75,13 +82,13 @@ def test_adaptformer_needs_identity_layerscale():
         text_cfg=open_clip.CLIPTextCfg(context_length=16, vocab_size=100, width=32, heads=2, layers=1),
     )
     with pytest.raises(TypeError, match=r"resblocks\[0\].ls_2 is LayerScale"):
-        PEFT.get("adaptformer")(model.visual, StrategyConfig())
+        PEFT.get("adaptformer")(model.visual, AdaptFormerConfig())
 
 
 def test_adaptformer_adds_scaled_adapter_on_the_mlp_input(tiny_clip):
     block = tiny_clip.visual.transformer.resblocks[0]
     ln_2, mlp = block.ln_2, block.mlp
-    adapter = PEFT.get("adaptformer")(tiny_clip.visual, StrategyConfig(adapter_dim=4, adapter_scale=0.5))[0]
+    adapter = PEFT.get("adaptformer")(tiny_clip.visual, AdaptFormerConfig(dim=4, scale=0.5))[0]
     nn.init.normal_(adapter.up.weight)
     x = torch.randn(2, 5, 64)
     expected = mlp(ln_2(x)) + 0.5 * adapter.up(torch.relu(adapter.down(adapter.norm(x))))
@@ -91,7 +98,7 @@ def test_adaptformer_adds_scaled_adapter_on_the_mlp_input(tiny_clip):
 def test_lora_updates_q_and_v_rows_only(tiny_clip):
     attn = tiny_clip.visual.transformer.resblocks[0].attn
     original = attn.in_proj_weight.detach().clone()
-    update = PEFT.get("lora")(tiny_clip.visual, StrategyConfig(lora_rank=2, lora_alpha=4.0))[0]
+    update = PEFT.get("lora")(tiny_clip.visual, LoRAConfig(rank=2, alpha=4.0))[0]
     nn.init.normal_(update.b_q)
     nn.init.normal_(update.b_v)
     delta = (attn.in_proj_weight - original).detach()
@@ -113,7 +120,7 @@ def _block_inputs(visual, images):
 def test_vpt_gives_every_block_its_own_prompts_after_cls(tiny_clip, images):
     visual = tiny_clip.visual
     plain = _block_inputs(visual, images)[0]  # [B, 1 + 16, 64]
-    prompts = PEFT.get("vpt")(visual, StrategyConfig(vpt_length=3))
+    prompts = PEFT.get("vpt")(visual, VPTConfig(length=3))
     seen = _block_inputs(visual, images)
     for layer, x in enumerate(seen):
         assert x.shape == (3, 1 + 3 + 16, 64)
@@ -128,7 +135,7 @@ def test_vpt_gives_every_block_its_own_prompts_after_cls(tiny_clip, images):
 
 def test_vpt_deepcopy_rebinds_hooks_to_the_copy(tiny_clip, images):
     visual = tiny_clip.visual
-    PEFT.get("vpt")(visual, StrategyConfig(vpt_length=2))
+    PEFT.get("vpt")(visual, VPTConfig(length=2))
     twin = copy.deepcopy(visual)
     with torch.no_grad():
         torch.testing.assert_close(twin(images), visual(images))
@@ -143,7 +150,7 @@ def test_every_module_attaches_to_the_real_miniclip(miniclip_dir):
     counts = {}
     for name in PEFT.names():
         model = open_clip.create_model(f"local-dir:{miniclip_dir}").eval()
-        container = PEFT.get(name)(model.visual, StrategyConfig())
+        container = PEFT.get(name)(model.visual, PEFT.config(name)())
         with torch.no_grad():
             out = model.visual(torch.randn(2, 3, 32, 32))
         assert out.shape == (2, 384) and torch.isfinite(out).all()

@@ -25,7 +25,7 @@ import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from torchvision import datasets as tv_datasets
@@ -38,7 +38,7 @@ from ulfine.data.sources import (
     scan_class_folders,
     scan_unlabeled_folder,
 )
-from ulfine.registry import Registry
+from ulfine.registry import DATASETS
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ class SourceData:
 
 SMALLIMAGENET_LABELED_FRACTION = 0.1  # SimPro/CoSSL's Small-ImageNet-127 labeled share
 
-DATASETS: Registry[Callable[[DataConfig], SourceData]] = Registry("dataset")
+# DATASETS (ulfine.registry): DataConfig -> SourceData; a dataset with options of its own declares
+# them with @DATASETS.register(name, config=...) and reads them from cfg.options (data.<name>.*)
 
 
 def has_folder_layout(root: Path) -> bool:

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from ulfine.config import ConfigError, RunConfig, save_config, to_dict
+from ulfine.config import ConfigError, RunConfig, save_config, to_dict, upgrade
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine.amp import autocast, resolve_device
@@ -382,7 +382,7 @@ class Trainer:
 
     def _check_resumable(self, path: Path, saved: dict[str, Any]) -> None:
         """Refuse to continue a checkpoint under a config that changes the training itself."""
-        changes = ckpt.config_changes(saved, to_dict(self.cfg), RESUME_MAY_CHANGE)
+        changes = ckpt.config_changes(upgrade(saved, f"the config in '{path}'"), to_dict(self.cfg), RESUME_MAY_CHANGE)
         if changes:
             raise ConfigError(
                 f"cannot resume from '{path}': the config differs from the one it was trained with in "

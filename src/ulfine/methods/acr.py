@@ -36,14 +36,31 @@ counts a repeated class once; we count with ``bincount``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from ulfine.config import MethodConfig
+from ulfine.config import MethodConfig, option
 from ulfine.methods.base import METHODS, Diagnostic, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import LOG_EPS, cross_entropy, log_prior, logit_adjusted_ce, masked_ce
 from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
 from ulfine.models.heads import build_head
+
+
+@dataclass
+class ACRConfig:
+    """ACR's own options (``method.acr.*``)."""
+
+    # tau for an unlabeled estimate at the (consistent, uniform, reversed) anchor; the pseudo-labels
+    # of the standard head come from logits - tau * log(pi_l) (ACR: tau_min = 0 .. tau_max = tau1 = 2)
+    tau_range: tuple[float, float, float] = (0.0, 1.0, 2.0)
+    est_every: int = option(500, range=">= 1")  # re-estimate tau every N iterations (ACR: each epoch)
+    est_start: int = option(0, range=">= 0")  # iterations before the unlabeled distribution is estimated (ACR: 5 epochs)
+    pu_momentum: float = option(0.99, range="in [0, 1)")  # EMA of the unlabeled class distribution (ACR's --ema-u in its README)
+    lambda_bal: float = option(1.0, range=">= 0")  # weight of the balanced (logit-adjusted) head's losses
+    tau_bal: float = 2.0  # LA strength of the balanced head's labeled loss (ACR: tau2)
+    tau_bal_targets: float = 2.0  # prior removed from the standard logits to label the balanced head (ACR: tau12)
 
 
 def anchor_priors(labeled_counts: Tensor) -> Tensor:
@@ -69,7 +86,7 @@ def adaptive_tau(kl: Tensor, tau_range: tuple[float, float, float]) -> Tensor:
     )
 
 
-@METHODS.register("acr")
+@METHODS.register("acr", config=ACRConfig)
 class ACR(SSLMethod):
     """Standard + balanced head, consistency on the strong view with an adaptive logit adjustment."""
 
@@ -80,13 +97,13 @@ class ACR(SSLMethod):
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
-        self.acr = cfg.acr
+        self.acr: ACRConfig = cfg.options
         self.head = build_head(ctx.head, ctx.text_prototypes)
         self.head_bal = build_head(ctx.head, ctx.text_prototypes)
-        self.prior_unlabeled = EMADistribution(ctx.num_classes, cfg.acr.pu_momentum)
+        self.prior_unlabeled = EMADistribution(ctx.num_classes, self.acr.pu_momentum)
         self.register_buffer("log_prior_labeled", log_prior(ctx.labeled_counts))
         self.register_buffer("anchors", anchor_priors(ctx.labeled_counts))
-        self.register_buffer("tau", torch.tensor(float(cfg.acr.tau_range[2])))
+        self.register_buffer("tau", torch.tensor(float(self.acr.tau_range[2])))
         self.register_buffer("kl_sum", torch.zeros(3))
         self.register_buffer("kl_steps", torch.zeros(()))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))

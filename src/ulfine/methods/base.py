@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ulfine.config import HeadConfig, MethodConfig
-from ulfine.registry import Registry
+from ulfine.registry import METHODS
 
 
 @dataclass
@@ -56,7 +56,11 @@ class StepOutput:
 
 
 class SSLMethod(nn.Module):
-    """Base class: subclasses implement ``forward`` (prediction logits) and ``step``."""
+    """Base class: subclasses implement ``forward`` (prediction logits) and ``step``.
+
+    ``cfg`` holds the options every method reads (threshold, lambda_u, la_tau) and, in
+    ``cfg.options``, the method's own dataclass named at ``@METHODS.register(name, config=...)``.
+    """
 
     needs_unlabeled: bool = True  # False: the trainer skips the unlabeled stream
     needs_weak_grad: bool = False  # False: the weak view runs under no_grad
@@ -110,10 +114,7 @@ class SSLMethod(nn.Module):
         return []
 
 
-METHODS: Registry[type[SSLMethod]] = Registry("method")
-
-
 def build_method(cfg: MethodConfig, ctx: MethodContext) -> SSLMethod:
-    import ulfine.methods  # noqa: F401  (registers the built-in methods)
-
+    """``METHODS`` (in ``ulfine.registry``, filled by importing this package) by ``cfg.name``;
+    the method finds its own options in ``cfg.options``."""
     return METHODS.get(cfg.name)(cfg, ctx)

@@ -51,18 +51,39 @@ gradients would still shape the fine-tuned encoder and the row would not remove 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ulfine.config import MethodConfig, ULFineConfig
+from ulfine.config import MethodConfig, option
 from ulfine.methods.base import METHODS, Diagnostic, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import log_prior, logit_adjusted_ce, masked_ce
 from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ULFineConfig:
+    """ULFine's own options (``method.ulfine.*``); it builds its own heads, so ``head.*`` is an error."""
+
+    uses_head: ClassVar[bool] = False
+    proto_momentum: float = option(0.9, range="in [0, 1)")  # m: EMA of per-class visual prototypes
+    pu_momentum: float = option(0.999, range="in [0, 1)")  # EMA of P_u
+    mu: float = option(0.01, range="in [0, 1]")  # PAF step: alpha_k = mu * P_u^k / max_i P_u^i
+    lambda_orth: float = option(1.0, range=">= 0")  # weight of L_orth
+    text_scale: float = option(1 / 0.07, range="> 0")  # 1/T_t of the text logits
+    paf: bool = True  # ablation: PAF update on/off
+    orth: bool = True  # ablation: orthogonality loss on/off
+    fusion: Literal["dual", "text", "lp"] = "dual"  # logits used for pseudo-labels and prediction
+    lp_loss: Literal["la", "ce_fuse_prior"] = "la"  # how s_l is balanced (spec section 3, DLF)
+    train_text_prototypes: bool = True  # C_t gets gradients (text losses, L_orth); False: only PAF moves it
+    lp_init: Literal["text", "zeros"] = "text"  # LP head W at step 0: C_t (spec) or zeros (s_l = 0)
+    fuse_text_weight: float = option(1.0, range=">= 0")  # beta in the dual fusion s = beta * s_t + s_l (spec: 1)
+    text_loss: Literal["ce", "la"] = "ce"  # L_s on s_t: plain CE (spec) or logit-adjusted like s_l
 
 # fusion -> weight of each head's logits in s; the heads named here are the only ones trained.
 _FUSION_WEIGHTS: dict[str, Callable[[ULFineConfig], dict[str, float]]] = {
@@ -124,7 +145,7 @@ def _check_context(ctx: MethodContext) -> None:
         )
 
 
-@METHODS.register("ulfine")
+@METHODS.register("ulfine", config=ULFineConfig)
 class ULFine(SSLMethod):
     """ULFine: text + LP heads fused for pseudo-labels and prediction, text prototypes fitted by PAF."""
 
@@ -150,7 +171,7 @@ class ULFine(SSLMethod):
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         _check_context(ctx)
-        self.ucfg = cfg.ulfine
+        self.ucfg: ULFineConfig = cfg.options
         proto = F.normalize(ctx.text_prototypes.detach().float(), dim=-1)
         num_classes, dim = proto.shape
         self.proto_text = nn.Parameter(proto.clone(), requires_grad=self.ucfg.train_text_prototypes)

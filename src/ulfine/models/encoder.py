@@ -6,7 +6,7 @@
   ``no_grad`` and cache features).
 - ``lft``: everything frozen, then the PEFT module ``strategy.peft`` is attached and only its
   parameters train.
-- ``fft``: every visual weight trains, at ``strategy.encoder_lr`` when set.
+- ``fft``: every visual weight trains, at ``strategy.fft.encoder_lr`` when set.
 
 The text tower is never seen here: the encoder wraps ``model.visual`` only.
 
@@ -18,20 +18,28 @@ Every strategy attaches to all blocks, so there is no frozen prefix to run witho
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ulfine.config import StrategyConfig
+from ulfine.config import StrategyConfig, option
 from ulfine.models.peft import PEFT
-from ulfine.registry import Registry
+from ulfine.registry import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
-# visual (already frozen), cfg -> container whose parameters() are the ones to fine-tune
-STRATEGIES: Registry[Callable[[nn.Module, StrategyConfig], nn.Module]] = Registry("strategy")
+
+@dataclass
+class FFTConfig:
+    """``strategy.fft.*`` (also read from the flat ``strategy.encoder_lr``)."""
+
+    encoder_lr: float | None = option(None, range="> 0", alias="encoder_lr")  # lr of encoder weights; None = optim.lr
+
+
+# STRATEGIES (ulfine.registry): visual (already frozen), cfg -> container whose parameters() are
+# the ones to fine-tune
 
 
 @STRATEGIES.register("zeroshot")
@@ -42,10 +50,10 @@ def _frozen(visual: nn.Module, cfg: StrategyConfig) -> nn.Module:
 
 @STRATEGIES.register("lft")
 def _lightweight(visual: nn.Module, cfg: StrategyConfig) -> nn.Module:
-    return PEFT.get(cfg.peft)(visual, cfg)
+    return PEFT.get(cfg.peft)(visual, cfg.peft_options)
 
 
-@STRATEGIES.register("fft")
+@STRATEGIES.register("fft", config=FFTConfig)
 def _full(visual: nn.Module, cfg: StrategyConfig) -> nn.Module:
     return visual
 
@@ -123,5 +131,5 @@ def build_image_encoder(visual: nn.Module, cfg: StrategyConfig) -> ImageEncoder:
     count = sum(param.numel() for param in container.parameters())
     logger.info("strategy %s%s: %d trainable encoder parameters", cfg.name,
                 f" ({cfg.peft})" if cfg.name == "lft" else "", count)
-    encoder_lr = cfg.encoder_lr if cfg.name == "fft" else None
+    encoder_lr = cfg.options.encoder_lr if isinstance(cfg.options, FFTConfig) else None
     return ImageEncoder(visual, tuned, encoder_lr)

@@ -4,15 +4,25 @@ Each block's feed-forward branch becomes ``mlp(ln_2(x)) + s * up(relu(down(LN(x)
 (ULFINE.md §2). The adapter reads the same residual-stream input ``x`` as the MLP branch and has
 its own LayerNorm, as LIFT's ``AdaptFormer`` does (``x + adaptformer(identity)`` with
 ``identity`` taken before ``ln_2``). ``up`` starts at zero, so step 0 equals the frozen model.
-The scale ``s`` is fixed (``strategy.adapter_scale``, the AdaptFormer paper's choice); LIFT
+The scale ``s`` is fixed (``strategy.adaptformer.scale``, the AdaptFormer paper's choice); LIFT
 learns it instead.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
-from ulfine.config import StrategyConfig
+from ulfine.config import option
 from ulfine.models.peft.base import PEFT, match_device_dtype, residual_blocks, width
+
+
+@dataclass
+class AdaptFormerConfig:
+    """``strategy.adaptformer.*`` (also read from the flat ``strategy.adapter_dim/_scale``)."""
+
+    dim: int = option(64, range=">= 1", alias="adapter_dim")  # bottleneck r
+    scale: float = option(0.1, alias="adapter_scale")  # output scale s
 
 
 class AdaptFormer(nn.Module):
@@ -54,8 +64,8 @@ class ParallelAdapterMLP(nn.Module):
         return self.mlp(self.norm(x)) + self.adapter(x)
 
 
-@PEFT.register("adaptformer")
-def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ModuleList:
+@PEFT.register("adaptformer", config=AdaptFormerConfig)
+def attach(visual: nn.Module, cfg: AdaptFormerConfig) -> nn.ModuleList:
     """Adds an AdaptFormer to every block; returns the adapters (all trainable parameters)."""
     adapters = nn.ModuleList()
     for index, block in enumerate(residual_blocks(visual)):
@@ -64,7 +74,7 @@ def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ModuleList:
                 f"resblocks[{index}].ls_2 is {type(block.ls_2).__name__}, not Identity: "
                 "a parallel adapter would be scaled by LayerScale, so AdaptFormer is not exact here"
             )
-        adapter = AdaptFormer(width(visual), cfg.adapter_dim, cfg.adapter_scale)
+        adapter = AdaptFormer(width(visual), cfg.dim, cfg.scale)
         adapter = match_device_dtype(adapter, block.mlp)
         block.mlp = ParallelAdapterMLP(block.ln_2, block.mlp, adapter)
         block.ln_2 = nn.Identity()

@@ -1,6 +1,7 @@
 """The PEFT registry and the open_clip names every module attaches through (STYLE.md §3).
 
-An attach function changes an open_clip ``VisionTransformer`` in place through its stable
+An attach function ``attach(visual, options)``, registered with ``@PEFT.register(name,
+config=OptionsDataclass)``, changes an open_clip ``VisionTransformer`` in place through its stable
 submodule names (``transformer.resblocks[i].attn / .ln_2 / .mlp / .ls_2``) and returns a
 container whose ``parameters()`` are exactly the new trainable ones. Every new parameter is also
 owned by the ViT itself, so ``visual.to(...)``, ``deepcopy(visual)`` and ``visual.state_dict()``
@@ -8,15 +9,11 @@ carry it. Load pretrained weights *before* attaching: some state-dict keys move.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
-from ulfine.config import StrategyConfig
-from ulfine.registry import Registry
+from ulfine.registry import PEFT
 
-AttachFn = Callable[[nn.Module, StrategyConfig], nn.Module]
-PEFT: Registry[AttachFn] = Registry("PEFT module")
+__all__ = ["PEFT", "match_device_dtype", "residual_blocks", "width"]
 
 _BLOCK_PARTS = ("ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2")
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from ulfine.config import StrategyConfig
 from ulfine.models.peft.base import PEFT, residual_blocks
 
 
 @PEFT.register("bitfit")
-def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ParameterList:
-    """Returns the visual tower's biases; ``cfg`` has no BitFit options."""
+def attach(visual: nn.Module, cfg: object) -> nn.ParameterList:
+    """Returns the visual tower's biases; BitFit has no options (``cfg`` is NoOptions)."""
     residual_blocks(visual)
     biases = [param for name, param in visual.named_parameters() if name.endswith("bias")]
     if not biases:

@@ -9,13 +9,22 @@ state-dict key becomes ``attn.parametrizations.in_proj_weight.original``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ulfine.config import StrategyConfig
+from ulfine.config import option
 from ulfine.models.peft.base import PEFT, match_device_dtype, residual_blocks, width
+
+
+@dataclass
+class LoRAConfig:
+    """``strategy.lora.*`` (also read from the flat ``strategy.lora_rank/_alpha``)."""
+
+    rank: int = option(8, range=">= 1", alias="lora_rank")  # r
+    alpha: float = option(8.0, alias="lora_alpha")  # the update is scaled by alpha / r
 
 
 class LowRankQV(nn.Module):
@@ -43,8 +52,8 @@ class LowRankQV(nn.Module):
         return weight + torch.cat([delta_q, torch.zeros_like(delta_q), delta_v])
 
 
-@PEFT.register("lora")
-def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ModuleList:
+@PEFT.register("lora", config=LoRAConfig)
+def attach(visual: nn.Module, cfg: LoRAConfig) -> nn.ModuleList:
     """Parametrizes every block's fused qkv weight; returns the LowRankQV modules."""
     updates = nn.ModuleList()
     for index, block in enumerate(residual_blocks(visual)):
@@ -53,7 +62,7 @@ def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ModuleList:
                 f"resblocks[{index}].attn ({type(block.attn).__name__}) has no fused "
                 "'in_proj_weight' to put LoRA on"
             )
-        update = match_device_dtype(LowRankQV(width(visual), cfg.lora_rank, cfg.lora_alpha), block.attn)
+        update = match_device_dtype(LowRankQV(width(visual), cfg.rank, cfg.alpha), block.attn)
         parametrize.register_parametrization(block.attn, "in_proj_weight", update)
         updates.append(update)
     return updates

@@ -12,14 +12,22 @@ what CLS attends to, and there is no exact zero. Prompts use VPT's uniform (Xavi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ulfine.config import StrategyConfig
+from ulfine.config import option
 from ulfine.models.peft.base import PEFT, match_device_dtype, residual_blocks, width
 
 _TOKENS = 1  # token dim of visual.transformer's input and output, which are always [B, N, d]
+
+
+@dataclass
+class VPTConfig:
+    """``strategy.vpt.*`` (also read from the flat ``strategy.vpt_length``)."""
+
+    length: int = option(10, range=">= 1", alias="vpt_length")  # prompts per block (L)
 
 
 def _insert(x: Tensor, prompts: Tensor, dim: int) -> Tensor:
@@ -67,15 +75,15 @@ class LayerPrompts(nn.Module):
         return _drop(output, len(self.prompts), _TOKENS)
 
 
-@PEFT.register("vpt")
-def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ModuleList:
+@PEFT.register("vpt", config=VPTConfig)
+def attach(visual: nn.Module, cfg: VPTConfig) -> nn.ModuleList:
     """Registers ``visual.transformer.vpt`` (one LayerPrompts per block) and its hooks."""
     blocks = residual_blocks(visual)
     token_dim = 1 if visual.transformer.batch_first else 0
     patch_fan_in = visual.conv1.weight[0].numel()  # 3 * patch_h * patch_w
     init_range = math.sqrt(6.0 / (patch_fan_in + width(visual)))
     prompts = nn.ModuleList(
-        match_device_dtype(LayerPrompts(cfg.vpt_length, width(visual), init_range, token_dim), visual.conv1)
+        match_device_dtype(LayerPrompts(cfg.length, width(visual), init_range, token_dim), visual.conv1)
         for _ in blocks
     )
     visual.transformer.vpt = prompts
