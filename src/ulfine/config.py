@@ -104,8 +104,17 @@ class ULFineConfig:
     lp_loss: Literal["la", "ce_fuse_prior"] = "la"  # how s_l is balanced (spec section 3, DLF)
     train_text_prototypes: bool = True  # C_t gets gradients (text losses, L_orth); False: only PAF moves it
     lp_init: Literal["text", "zeros"] = "text"  # LP head W at step 0: C_t (spec) or zeros (s_l = 0)
-    fuse_text_weight: float = 1.0  # beta in the dual fusion s = beta * s_t + s_l (spec: 1)
+    fuse_text_weight: float = 1.0  # w, the weight of s_t in s = beta * (w * s_t + s_l) (spec: 1)
     text_loss: Literal["ce", "la"] = "ce"  # L_s on s_t: plain CE (spec) or logit-adjusted like s_l
+    # s_l: "linear" W z + b with W = C_t (the spec's first reading, logits ~ +-1) or "cosine"
+    # lp_scale * z . normalize(W)^T with W = C_t at step 0 (spec section 3, revised)
+    lp_head: Literal["linear", "cosine"] = "linear"
+    lp_scale: float = 25.0  # s_c of the cosine LP head (like head.scale; LIFT uses 25)
+    # PAF geometry: "literal" mixes c^t and c^v directly; "centred" mixes them relative to the mean
+    # text / visual prototype, so CLIP's modality gap gives no class-wide bonus (spec section 3)
+    paf_mode: Literal["literal", "centred"] = "literal"
+    paf_alpha: Literal["prior", "uniform"] = "prior"  # alpha_k = mu P_u^k / max P_u, or mu for every class
+    fusion_scale: float = 1.0  # beta in s = beta * (s_t + s_l): 1 = sum (spec), 0.5 = mean
 
 
 @dataclass
@@ -212,6 +221,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "method.ulfine.lambda_orth": (lambda v: v >= 0, ">= 0"),
     "method.ulfine.text_scale": (lambda v: v > 0, "> 0"),
     "method.ulfine.fuse_text_weight": (lambda v: v >= 0, ">= 0"),
+    "method.ulfine.lp_scale": (lambda v: v > 0, "> 0"),
+    "method.ulfine.fusion_scale": (lambda v: v > 0, "> 0"),
     "train.eval_every": (lambda v: v >= 1, ">= 1"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
     "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),

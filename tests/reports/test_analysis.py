@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ulfine.cli import main
+from ulfine.config import ULFineConfig
 from ulfine.reports.analysis import comparison_table, load_run, mean_std, run_label, write_analysis
 
 CLASSES = ["cat", "dog", "ship"]
@@ -94,6 +95,12 @@ def test_analyze_without_pseudo_labels_or_calibration_notes_missing_figures(tmp_
 def test_labels_from_config_ablation_tags_and_folder_fallback(tmp_path: Path) -> None:
     ablated = make_run(tmp_path, "x", "lft", "ulfine", 80.0, ulfine={"paf": False, "orth": True, "fusion": "text"})
     assert run_label(load_run(ablated)) == "lft/ulfine (no PAF) (text only)"
+    # issue 13's options are tagged when they differ from ULFineConfig's defaults, whatever those are
+    defaults = ULFineConfig()
+    flipped = {"lp_head": "cosine" if defaults.lp_head == "linear" else "linear",
+               "paf_mode": "centred" if defaults.paf_mode == "literal" else "literal"}
+    revised = make_run(tmp_path, "y", "lp", "ulfine", 80.0, ulfine={**flipped, "fusion_scale": defaults.fusion_scale})
+    assert run_label(load_run(revised)) == f"lp/ulfine ({flipped['lp_head']} LP) ({flipped['paf_mode']} PAF)"
     bare = make_run(tmp_path, "my-run", "lft", "ulfine", 80.0)
     (bare / "config.yaml").unlink()
     assert run_label(load_run(bare)) == "my-run"

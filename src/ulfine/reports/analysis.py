@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure  # renders with Agg, leaves pyplot's global backend alone
 
+from ulfine.config import ULFineConfig
 from ulfine.metrics.accuracy import GROUP_NAMES
 from ulfine.reports.plots import curves, per_class_bars, reliability_diagram, save_figure
 from ulfine.reports.runfiles import read_final_metrics, read_records, series
@@ -67,13 +68,18 @@ def load_run(path: str | Path) -> RunRecord:
     return run
 
 
-# ULFine ablation switch -> (its default, the tag a run with another value gets)
-_ULFINE_TAGS: dict[str, tuple[Any, Callable[[Any], str]]] = {
-    "paf": (True, lambda v: "no PAF"),
-    "orth": (True, lambda v: "no orth"),
-    "fusion": ("dual", lambda v: f"{v} only"),
-    "text_loss": ("ce", lambda v: f"text {v.upper()}"),
-    "lp_loss": ("la", lambda v: "fused prior" if v == "ce_fuse_prior" else v),
+# ULFine option -> the tag a run gets when it differs from ULFineConfig's default
+_ULFINE_TAGS: dict[str, Callable[[Any], str]] = {
+    "paf": lambda v: "no PAF",
+    "orth": lambda v: "no orth",
+    "fusion": lambda v: f"{v} only",
+    "text_loss": lambda v: f"text {v.upper()}",
+    "lp_loss": lambda v: "fused prior" if v == "ce_fuse_prior" else v,
+    "lp_head": lambda v: f"{v} LP",
+    "train_text_prototypes": lambda v: "C_t by PAF only" if not v else "C_t trained",
+    "paf_mode": lambda v: f"{v} PAF",
+    "paf_alpha": lambda v: f"{v} alpha",
+    "fusion_scale": lambda v: f"beta {v:g}",
 }
 
 
@@ -85,8 +91,9 @@ def run_label(run: RunRecord) -> str:
     label = f"{strategy}/{method}"
     if method == "ulfine":
         options = (run.config.get("method") or {}).get("ulfine") or {}
-        tags = [tag(options[key]) for key, (default, tag) in _ULFINE_TAGS.items()
-                if key in options and options[key] != default]
+        defaults = ULFineConfig()
+        tags = [tag(options[key]) for key, tag in _ULFINE_TAGS.items()
+                if key in options and options[key] != getattr(defaults, key)]
         label += "".join(f" ({t})" for t in tags)
     return label
 
