@@ -3,10 +3,12 @@
 Each grid point is ULFine with one value per option (``--grid KEY=V1,V2``, repeatable; KEY a
 config key such as ``method.ulfine.lp_head`` or ``method.threshold``), trained for a given
 strategy (``lp``: the heads on cached frozen features; ``lft``) and length with
-``data.val_per_class`` held out, over several seeds. The points become cells of
-``bench/compare.py`` (``<strategy>-ulfine+key=value+...``), so they are run, skipped when
-finished, resumed and given provenance exactly like the comparison table's cells:
-``OUT/<setting>/<cell>/s<seed>``. LP points share one feature cache per seed (``OUT/.feature_cache``).
+``data.val_per_class`` held out, over several seeds. ``--design full`` runs every combination
+(64 for the default grid); ``oat`` the first values and one key changed at a time (1 + 6).
+The points become cells of ``bench/compare.py`` (``<strategy>-ulfine+key=value+...``), so
+they are run, skipped when finished, resumed and given provenance exactly like the comparison
+table's cells: ``OUT/<setting>/<cell>/s<seed>``. The name holds no schedule: use one OUT per
+--iterations / --set list. LP points share one feature cache per seed (``OUT/.feature_cache``).
 The table ranks the points by validation class-mean accuracy (mean ± std over seeds) and
 shows test top-1 / tail beside it; pick the defaults from the val column, not the test ones.
 It goes to ``bench/results/ulfine-sweep-<tag>.md``.
@@ -76,12 +78,20 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def grid_cells(strategy: str, grid: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Every combination of the grid -> {cell name: its overrides}; the name holds every grid
-    key, so a rerun with the same keys finds its finished folders again."""
+def grid_points(grid: dict[str, list[str]], design: str = "full") -> list[dict[str, str]]:
+    """full: every combination; oat (one at a time): the base point (each key's first value)
+    and, for each key, each of its other values with the rest at the base."""
+    if design == "full":
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    base = {key: values[0] for key, values in grid.items()}
+    return [base, *({**base, key: value} for key, values in grid.items() for value in values[1:])]
+
+
+def grid_cells(strategy: str, grid: dict[str, list[str]], design: str = "full") -> dict[str, list[str]]:
+    """The grid's points -> {cell name: its overrides}; the name holds every grid key, so a
+    rerun with the same keys finds its finished folders again (whatever the design)."""
     cells = {}
-    for values in itertools.product(*grid.values()):
-        point = dict(zip(grid, values))
+    for point in grid_points(grid, design):
         name = f"{strategy}-ulfine" + "".join(f"+{short_key(key)}={value}" for key, value in point.items())
         cells[name] = [f"strategy.name={strategy}", "method.name=ulfine", *(f"{k}={v}" for k, v in point.items())]
     return cells
@@ -124,6 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=["lp", "lft"], default="lp", help="lp (cached features) or lft")
     default_grid = " ".join(f"{key}={','.join(values)}" for key, values in DEFAULT_GRID.items())
     parser.add_argument("--grid", action="append", default=[], help=f"KEY=V1,V2 (repeatable); default: {default_grid}")
+    parser.add_argument("--design", choices=["full", "oat"], default="full",
+                        help="full: every combination; oat: the first values, then one key changed at a time")
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     parser.add_argument("--iterations", type=int, default=None, help="override optim.iterations")
     parser.add_argument("--val-per-class", type=int, default=10, help="data.val_per_class (> 0)")
@@ -131,7 +143,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=BASE_CONFIG, help="base run config")
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="extra key=value override for every point (repeatable)")
-    parser.add_argument("--out", type=Path, default=None, help="run folders (default bench/_work/ulfine-sweep-<strategy>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folders, one per schedule and --set list: a finished point is skipped by name "
+                             "(default bench/_work/ulfine-sweep-<strategy>-it<iterations>)")
     parser.add_argument("--tag", default=None, help="results file ulfine-sweep-<tag>.md (default: --out's name)")
     parser.add_argument("--dry-run", action="store_true", help="print the pending commands, run nothing")
     parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished points")
@@ -144,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.val_per_class < 1:
         raise SystemExit("ulfine_sweep.py: --val-per-class must be >= 1: the options are chosen on validation data")
-    out = (args.out or REPO / "bench" / "_work" / f"ulfine-sweep-{args.strategy}").resolve()
+    schedule = f"it{args.iterations}" if args.iterations is not None else "itbase"
+    out = (args.out or REPO / "bench" / "_work" / f"ulfine-sweep-{args.strategy}-{schedule}").resolve()
     config = args.config.resolve()
     grid = parse_grid(args.grid)
-    cells = grid_cells(args.strategy, grid)
+    cells = grid_cells(args.strategy, grid, args.design)
     compare.CELLS.update(cells)  # the points are compare cells: same run folders, commands, provenance
     settings = choose(args.settings, compare.SETTINGS, "settings")
     seeds = [int(seed) for seed in args.seeds.split(",")]

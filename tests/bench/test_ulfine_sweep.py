@@ -85,3 +85,13 @@ def test_dry_run_prints_only_pending_points(sweep, tmp_path: Path, capsys) -> No
     assert "data.val_per_class=10" in lines[0] and f"train.cache_dir={tmp_path / '.feature_cache'}" in lines[0]
     with pytest.raises(SystemExit, match="val-per-class"):
         sweep.main([*args, "--val-per-class", "0"])
+
+
+def test_one_at_a_time_design_changes_one_key_from_the_first_values(sweep) -> None:
+    grid = sweep.parse_grid(["method.ulfine.lp_head=linear,cosine", "method.threshold=0.95,0.8,0.6"])
+    points = sweep.grid_points(grid, "oat")
+    base = {"method.ulfine.lp_head": "linear", "method.threshold": "0.95"}
+    assert points == [base, {**base, "method.ulfine.lp_head": "cosine"}, {**base, "method.threshold": "0.8"},
+                      {**base, "method.threshold": "0.6"}]
+    assert len(sweep.grid_points(grid, "full")) == 6
+    assert set(sweep.grid_cells("lp", grid, "oat")) < set(sweep.grid_cells("lp", grid))

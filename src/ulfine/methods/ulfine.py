@@ -53,9 +53,9 @@ pseudo-labels and s is the test prediction (``forward``).
 Losses [ours, FixMatch lineage], yhat = argmax softmax(s(x_u^w)) without gradient:
 
     L   = L_s + lambda_u * L_u + lambda_o * L_orth
-    L_s = CE(s_l(x_l) + tau * log(pi_l), y) + CE(s_t(x_l), y)        (lp_loss = la; else plain CE)
-          text_loss = la [ours, not the spec's default]: CE(s_t(x_l) + tau * log(pi_l), y), so the
-          text head is not pulled toward the labeled long tail either
+    L_s = CE(s_l(x_l) + tau * log(pi_l), y) + CE(s_t(x_l) + tau_t * log(pi_l), y)
+          tau = la_tau (lp_loss = la; 0 for ce_fuse_prior); tau_t = la_tau (text_loss = la, so the
+          text head is not pulled toward the labeled long tail either) or 0 (text_loss = ce)
     L_u = mean_i 1[max softmax(s(x_u^w))_i >= threshold] * (CE(s_l(x_u^s), yhat_i) + CE(s_t(x_u^s), yhat_i))
 
 The spec's first reading (ULFINE.md section 3) is these overrides (``SPEC_LITERAL``, also in
@@ -75,7 +75,8 @@ that head predicts, pseudo-labels *and is trained*; the other head gets no loss,
 gradients would still shape the fine-tuned encoder and the row would not remove DLF. With
 ``fusion=lp`` the text head is gone from the losses and the prediction, so PAF and L_orth
 (which only move C_t) have no effect on the outcome. With ``train_text_prototypes=false`` C_t
-gets no gradient, so L_orth (reported, but a constant) has no effect either.
+gets no gradient, so L_orth (reported, but a constant) has no effect either, and the text-only
+row on a frozen encoder (strategy lp) has nothing to train by gradient: the trainer refuses it.
 """
 from __future__ import annotations
 
