@@ -4,10 +4,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ulfine.config import MethodConfig
+from pathlib import Path
+
+from ulfine.config import ConfigError, MethodConfig, load_config, to_dict
 from ulfine.methods import METHODS, MethodContext, build_method
 from ulfine.methods.losses import cross_entropy
-from ulfine.methods.ulfine import ULFine, ULFineConfig, ema_class_means, orthogonality_loss, paf_alpha, paf_update
+from ulfine.methods.ulfine import (
+    SPEC_LITERAL, ULFine, ULFineConfig, ema_class_means, orthogonality_loss, paf_alpha, paf_update,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+# every revised-spec option at its non-literal value: the ablation switches must still remove
+# only what they name under whichever of these become the defaults
+REVISED = dict(lp_head="cosine", text_loss="la", train_text_prototypes=False, paf_mode="centred",
+               paf_alpha="uniform", fusion_scale=0.5, lp_loss="ce_fuse_prior")
 
 
 def make(
@@ -116,20 +126,28 @@ def test_fusion_weight_scales_the_text_logits() -> None:
     assert torch.allclose(method(z), torch.tensor([[1.0, 2.0, 2.25]]))
 
 
+@pytest.mark.parametrize("options", [{}, REVISED], ids=["literal", "revised"])
 @pytest.mark.parametrize("fusion, head, unused", [("text", "text", "lp"), ("lp", "lp", "text")])
-def test_single_head_fusion_predicts_and_trains_that_head_alone(fusion: str, head: str, unused: str) -> None:
-    method = make(torch.randn(5, 16), threshold=1e-6, fusion=fusion, orth=False)
+def test_single_head_fusion_predicts_and_trains_that_head_alone(
+    fusion: str, head: str, unused: str, options: dict
+) -> None:
+    method = make(torch.randn(5, 16), threshold=1e-6, fusion=fusion, orth=False, **options)
     z_labeled, targets, z_weak, z_strong = random_batch()
-    assert torch.allclose(method(z_weak), method.head_logits(z_weak)[head])
+    # the prediction is that head's logits, up to a per-class constant (lp_loss=ce_fuse_prior's prior)
+    offset = method(z_weak) - method.head_logits(z_weak)[head]
+    assert torch.allclose(offset, offset[:1].expand_as(offset), atol=1e-5)
     out = method.step(z_labeled, targets, z_weak, z_strong)
     assert set(out.losses) == {f"sup_{head}", f"unsup_{head}"}
-    sum(out.losses.values()).backward()
+    total = sum(out.losses.values())
+    if total.requires_grad:  # text-only with a frozen C_t: only an encoder (none here) would train
+        total.backward()
     unused_param = {"text": method.proto_text, "lp": method.lp_head.weight}[unused]
     assert unused_param.grad is None
 
 
-def test_paf_off_leaves_prototypes_unchanged() -> None:
-    method = make(torch.randn(4, 8), paf=False, mu=1.0)
+@pytest.mark.parametrize("options", [{}, REVISED], ids=["literal", "revised"])
+def test_paf_off_leaves_prototypes_unchanged(options: dict) -> None:
+    method = make(torch.randn(4, 8), paf=False, mu=1.0, **options)
     before = method.proto_text.detach().clone()
     method.prior_unlabeled.dist.copy_(torch.tensor([0.7, 0.1, 0.1, 0.1]))
     method.proto_visual.copy_(torch.randn(4, 8))
@@ -246,3 +264,124 @@ def test_wrong_prototype_shape_names_the_problem() -> None:
     ctx = MethodContext(num_classes=3, text_prototypes=torch.randn(4, 8), labeled_counts=torch.ones(3))
     with pytest.raises(ValueError, match="text_prototypes"):
         build_method(cfg, ctx)
+
+
+# -- revised spec (issue 13): cosine LP head, centred PAF, fusion scale, spec-literal overrides --
+
+def test_cosine_lp_head_is_scaled_cosine_initialised_from_the_text_prototypes() -> None:
+    protos = torch.randn(5, 16)
+    method = make(protos, lp_head="cosine", lp_scale=10.0)
+    assert torch.allclose(F.normalize(method.lp_head.weight, dim=-1), F.normalize(protos, dim=-1))
+    z = random_batch()[0]
+    assert torch.allclose(method.lp_logits(z), 10.0 * z @ F.normalize(protos, dim=-1).T, atol=1e-5)
+    with torch.no_grad():  # a head class's weight norm growing (as under LA) changes nothing
+        method.lp_head.weight[0] *= 2.7
+    assert torch.allclose(method.lp_logits(z), 10.0 * z @ F.normalize(protos, dim=-1).T, atol=1e-5)
+
+
+@pytest.mark.parametrize("lp_head, passes", [("linear", False), ("cosine", True)])
+def test_only_the_cosine_lp_head_can_pass_the_threshold_on_its_own(lp_head: str, passes: bool) -> None:
+    # z = c_0^t exactly: linear s_l = (1, 0, 0), softmax max 0.58; cosine 25 * (1, 0, 0), max ~1
+    method = make(torch.eye(3), lp_head=lp_head, fusion="lp")
+    out = method.step(torch.eye(3), torch.arange(3), torch.eye(3)[:1], torch.eye(3)[:1])
+    assert out.pseudo.labels.tolist() == [0]
+    assert out.pseudo.mask.tolist() == [1.0 if passes else 0.0]
+
+
+def test_cosine_lp_head_cannot_start_from_zeros() -> None:
+    with pytest.raises(ConfigError, match="lp_init=zeros"):
+        make(torch.eye(3), lp_head="cosine", lp_init="zeros")
+
+
+def test_lp_scale_and_fusion_scale_must_be_positive() -> None:
+    for key in ("lp_scale", "fusion_scale"):
+        with pytest.raises(ConfigError, match=f"method.ulfine.{key}"):
+            load_config(None, ["method.name=ulfine", f"method.ulfine.{key}=0"])
+
+
+def modality_gap() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """3 classes in R^5: text prototypes in a cone around e_3, images (and their class means,
+    the visual prototypes) in a cone around e_4, as CLIP's two modalities sit.
+    Returns (C_t, C_v, images [3, 5], one per class)."""
+    eye = torch.eye(5)
+    text = F.normalize(eye[3] + 0.3 * eye[:3], dim=-1)
+    images = F.normalize(eye[4] + 0.5 * eye[:3], dim=-1)
+    return text, images.clone(), images
+
+
+@pytest.mark.parametrize("mode, moves_all_images", [("literal", True), ("centred", False)])
+def test_paf_modality_gap_literal_update_is_a_class_wide_bonus(mode: str, moves_all_images: bool) -> None:
+    # fit only class 0 (alpha = (0.5, 0, 0)); score every image against the new prototypes
+    text, visual, images = modality_gap()
+    assert (images @ text.T).argmax(-1).tolist() == [0, 1, 2]  # zero-shot is right
+    fitted = paf_update(text, visual, torch.tensor([0.5, 0.0, 0.0]), mode)
+    before, after = images @ text.T, images @ fitted.T
+    assert after[0, 0] > before[0, 0]  # class 0's own image scores higher either way
+    others = after[1:, 0] > before[1:, 0] + 1e-6
+    assert others.all() if moves_all_images else not others.any()
+    predictions = after.argmax(-1).tolist()
+    assert predictions == ([0, 0, 0] if moves_all_images else [0, 1, 2])
+
+
+def test_centred_paf_by_hand() -> None:
+    # C_t = (e_1, e_2), C_v = (e_1 + e_3, e_2 + e_3): mu_t = (1/2, 1/2, 0), mu_v = (1/2, 1/2, 1),
+    # offsets c^t - mu_t = c^v - mu_v = +-(1/2, -1/2, 0): the update leaves C_t where it is
+    text, visual = torch.eye(3)[:2], torch.eye(3)[:2] + torch.eye(3)[2]
+    alpha = torch.tensor([0.5, 0.25])
+    assert torch.allclose(paf_update(text, visual, alpha, "centred"), text)
+    literal = paf_update(text, visual, alpha, "literal")
+    # the literal one tilts both toward e_3: (1, 0, 1/2) / sqrt(5/4), (0, 1, 1/4) / sqrt(17/16)
+    assert torch.allclose(literal[:, 2], torch.tensor([0.5 / math.sqrt(1.25), 0.25 / math.sqrt(17 / 16)]))
+    # without a gap (both centred at 0) the two updates agree
+    text, visual = torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    assert torch.allclose(paf_update(text, visual, alpha, "centred"), paf_update(text, visual, alpha))
+
+
+@pytest.mark.parametrize("mode", ["literal", "centred"])
+def test_method_applies_the_configured_paf_mode(mode: str) -> None:
+    text, visual, _ = modality_gap()
+    method = make(text, mu=0.5, paf_mode=mode)
+    method.proto_visual.copy_(visual)
+    method.after_optimizer_step()
+    expected = paf_update(text, visual, torch.full((3,), 0.5), mode)
+    assert torch.allclose(method.proto_text.detach(), expected, atol=1e-6)
+
+
+def test_uniform_paf_alpha_is_the_same_for_every_class() -> None:
+    method = make(torch.eye(3), mu=0.2, paf_alpha="uniform")
+    method.prior_unlabeled.dist.copy_(torch.tensor([0.8, 0.15, 0.05]))
+    method.after_optimizer_step()
+    assert torch.allclose(method.alpha, torch.full((3,), 0.2))
+    assert torch.allclose(paf_alpha(torch.tensor([0.8, 0.2]), 0.1), torch.tensor([0.1, 0.025]))
+
+
+def test_fusion_scale_averages_the_two_heads() -> None:
+    # s_t = (2, 0, 1.5), s_l = (0, 2, 1.5): mean = (1, 1, 1.5)
+    z = torch.tensor([[2.0, 0.0, 1.5]])
+    assert torch.allclose(three_class_method(fusion_scale=0.5)(z), torch.tensor([[1.0, 1.0, 1.5]]))
+    # with w = 0.5 too: 0.5 * (0.5 s_t + s_l)
+    both = three_class_method(fusion_scale=0.5, fuse_text_weight=0.5)(z)
+    assert torch.allclose(both, torch.tensor([[0.5, 1.0, 1.125]]))
+
+
+@pytest.mark.parametrize("fusion", ["text", "lp"])
+def test_fusion_scale_leaves_a_single_head_as_it_is(fusion: str) -> None:
+    z = torch.tensor([[2.0, 0.0, 1.5]])
+    method = three_class_method(fusion=fusion, fusion_scale=0.5)
+    assert torch.allclose(method(z), method.head_logits(z)[fusion])
+
+
+def test_fused_prior_correction_is_scaled_with_the_lp_logits() -> None:
+    method = make(torch.eye(2), counts=[3, 1], text_scale=1.0, la_tau=2.0, lp_loss="ce_fuse_prior",
+                  fusion_scale=0.5)
+    z = torch.tensor([[0.3, -0.2]])
+    expected = 0.5 * (method.text_logits(z) + method.lp_logits(z) - 2.0 * torch.log(torch.tensor([0.75, 0.25])))
+    assert torch.allclose(method(z), expected, atol=1e-5)
+
+
+def test_spec_literal_config_file_holds_the_spec_literal_overrides() -> None:
+    cfg = load_config(REPO / "configs" / "offline" / "ulfine_spec_literal.yaml")
+    assert cfg.method.name == "ulfine"
+    options = to_dict(cfg.method.options)
+    assert {key: options[key] for key in SPEC_LITERAL} == SPEC_LITERAL
+    assert set(SPEC_LITERAL) <= set(to_dict(ULFineConfig()))

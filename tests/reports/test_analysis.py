@@ -11,6 +11,7 @@ import yaml
 from ulfine.cli import main
 from ulfine.config import load_config
 from ulfine.methods.base import METHODS, MethodContext, build_method
+from ulfine.methods.ulfine import ULFineConfig
 from ulfine.reports.analysis import comparison_table, load_run, mean_std, run_label, write_analysis
 
 CLASSES = ["cat", "dog", "ship"]
@@ -104,6 +105,16 @@ def test_labels_from_config_ablation_tags_and_folder_fallback(tmp_path: Path) ->
                                                     torch.tensor([5.0, 3.0, 1.0])))
     ablated = make_run(tmp_path, "x", "lft", "ulfine", 80.0, run_tags=method.run_tags())
     assert run_label(load_run(ablated)) == "lft/ulfine (no PAF) (text only)"
+    # issue 13's options are tagged when they differ from ULFineConfig's defaults, whatever those are
+    defaults = ULFineConfig()
+    flipped = {"lp_head": "cosine" if defaults.lp_head == "linear" else "linear",
+               "paf_mode": "centred" if defaults.paf_mode == "literal" else "literal"}
+    cfg = load_config(None, ["method.name=ulfine", *(f"method.ulfine.{k}={v}" for k, v in flipped.items()),
+                             f"method.ulfine.fusion_scale={defaults.fusion_scale}"])
+    method = build_method(cfg.method, MethodContext(3, torch.nn.functional.normalize(torch.randn(3, 8), dim=-1),
+                                                    torch.tensor([5.0, 3.0, 1.0])))
+    revised = make_run(tmp_path, "y", "lp", "ulfine", 80.0, run_tags=method.run_tags())
+    assert run_label(load_run(revised)) == f"lp/ulfine ({flipped['lp_head']} LP) ({flipped['paf_mode']} PAF)"
     bare = make_run(tmp_path, "my-run", "lft", "ulfine", 80.0)
     (bare / "config.yaml").unlink()
     assert run_label(load_run(bare)) == "my-run"

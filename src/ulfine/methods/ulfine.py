@@ -13,21 +13,38 @@ Visual prototypes (``proto_visual``), an EMA of the labeled per-class batch mean
 
 PAF, confidence-aware prototype fitting, after each optimiser step, without gradient:
 
-    c_k^t <- normalize((1 - alpha_k) * normalize(c_k^t) + alpha_k * c_k^v)
-    alpha_k = mu * P_u^k / max_i P_u^i,       mu = 0.01 [ours]
+    paf_mode = literal:  c_k^t <- normalize((1 - alpha_k) * normalize(c_k^t) + alpha_k * c_k^v)
+    paf_mode = centred:  c_k^t <- normalize(mu_t + (1 - alpha_k) * (normalize(c_k^t) - mu_t)
+                                             + alpha_k * (c_k^v - mu_v))
+    paf_alpha = prior:   alpha_k = mu * P_u^k / max_i P_u^i,       mu = 0.01 [ours]
+    paf_alpha = uniform: alpha_k = mu (class-independent)
 
 P_u (``prior_unlabeled``): EMA (pu_momentum = 0.999) of the mean softmax of the fused weak-view
 prediction, uniform at step 0 [ours]. c_k^t is normalised before mixing because gradient steps
-change its norm while only its direction enters s_t.
+change its norm while only its direction enters s_t. mu_t = mean_k normalize(c_k^t) and
+mu_v = mean_k c_k^v: CLIP's image and text features sit in two cones far apart (the modality
+gap), so the literal update also moves c_k^t toward the image cone and raises *every* image's
+score for k; the centred update moves only c_k^t's class-specific part (its offset from mu_t)
+toward c_k^v's offset from mu_v (ULFINE.md section 3, "PAF and the modality gap").
 
 Orthogonality [form ours]:  L_orth = mean_{j != k} (c_j^t . c_k^t)^2 over normalised prototypes.
 
 DLF, dual logit fusion, two classifiers on the same z:
 
     s_t = text_scale * z . normalize(C_t)^T          (text_scale = 1 / 0.07)
-    s_l = W z + b,  W = C_t, b = 0 at step 0 [ours] (lp_init)
-    s   = beta * s_t + s_l                              (fusion = dual, beta = fuse_text_weight = 1)
-    lp_loss = ce_fuse_prior:  s = beta * s_t + s_l - tau * log(pi_hat)
+    lp_head = linear: s_l = W z + b,                 W = C_t, b = 0 at step 0 [ours] (lp_init)
+    lp_head = cosine: s_l = s_c * z . normalize(W)^T, W = C_t at step 0, s_c = lp_scale = 25
+    s   = beta * (w * s_t + s_l)     (fusion = dual; beta = fusion_scale: 1 sum, 0.5 mean;
+                                      w = fuse_text_weight = 1)
+    lp_loss = ce_fuse_prior:  s = beta * (w * s_t + s_l - tau * log(pi_hat))
+
+The linear head's logits stay within about +-1 next to s_t's +-14, so in the sum s is s_t and
+s_l alone never passes a 0.95 threshold; the cosine head has a scale like s_t's. beta tempers
+the fused softmax: the sum of two sharp heads is sharper than either, so more (biased) weak
+views pass the threshold. A single-head fusion (fusion = text | lp) uses that head's logits
+as they are (beta and w apply to the dual fusion only). The prior correction is scaled by beta
+with s_l, because the label shift it removes lives in s_l's logits (with beta = 1 it is the
+spec's s - tau * log(pi_hat)).
 
 pi_hat (``prior_seen``): EMA (pu_momentum) of the class frequencies of the labeled targets plus
 the pseudo-labels that pass the threshold, initialised to pi_l. s (weak view) makes the
@@ -36,17 +53,30 @@ pseudo-labels and s is the test prediction (``forward``).
 Losses [ours, FixMatch lineage], yhat = argmax softmax(s(x_u^w)) without gradient:
 
     L   = L_s + lambda_u * L_u + lambda_o * L_orth
-    L_s = CE(s_l(x_l) + tau * log(pi_l), y) + CE(s_t(x_l), y)        (lp_loss = la; else plain CE)
-          text_loss = la [ours, not the spec's default]: CE(s_t(x_l) + tau * log(pi_l), y), so the
-          text head is not pulled toward the labeled long tail either
+    L_s = CE(s_l(x_l) + tau * log(pi_l), y) + CE(s_t(x_l) + tau_t * log(pi_l), y)
+          tau = la_tau (lp_loss = la; 0 for ce_fuse_prior); tau_t = la_tau (text_loss = la, so the
+          text head is not pulled toward the labeled long tail either) or 0 (text_loss = ce)
     L_u = mean_i 1[max softmax(s(x_u^w))_i >= threshold] * (CE(s_l(x_u^s), yhat_i) + CE(s_t(x_u^s), yhat_i))
+
+The spec's first reading (ULFINE.md section 3) is these overrides (``SPEC_LITERAL``, also in
+``configs/offline/ulfine_spec_literal.yaml``):
+
+    method.ulfine.text_loss=ce  method.ulfine.train_text_prototypes=true  method.ulfine.lp_head=linear
+    method.ulfine.lp_init=text  method.ulfine.lp_loss=la  method.ulfine.paf_mode=literal
+    method.ulfine.paf_alpha=prior  method.ulfine.fusion_scale=1  method.ulfine.fuse_text_weight=1
+
+The revised-spec fixes are the other values: text_loss=la (the text head is logit-adjusted
+too, so it does not learn the long tail), train_text_prototypes=false (C_t moved by PAF alone),
+lp_head=cosine, paf_mode=centred (or paf_alpha=uniform), fusion_scale=0.5 and lp_loss=ce_fuse_prior.
 
 Ablation switches remove what they name. ``paf=False``: C_t is never fitted (alpha stays 0).
 ``orth=False``: no L_orth term, so no gradient from it. ``fusion=text`` / ``fusion=lp``: only
 that head predicts, pseudo-labels *and is trained*; the other head gets no loss, because its
 gradients would still shape the fine-tuned encoder and the row would not remove DLF. With
 ``fusion=lp`` the text head is gone from the losses and the prediction, so PAF and L_orth
-(which only move C_t) have no effect on the outcome.
+(which only move C_t) have no effect on the outcome. With ``train_text_prototypes=false`` C_t
+gets no gradient, so L_orth (reported, but a constant) has no effect either, and the text-only
+row on a frozen encoder (strategy lp) has nothing to train by gradient: the trainer refuses it.
 """
 from __future__ import annotations
 
@@ -58,10 +88,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ulfine.config import MethodConfig, option
+from ulfine.config import ConfigError, MethodConfig, option
 from ulfine.methods.base import METHODS, Diagnostic, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import log_prior, logit_adjusted_ce, masked_ce
 from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
+from ulfine.models.heads import HEADS
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +113,29 @@ class ULFineConfig:
     lp_loss: Literal["la", "ce_fuse_prior"] = "la"  # how s_l is balanced (spec section 3, DLF)
     train_text_prototypes: bool = True  # C_t gets gradients (text losses, L_orth); False: only PAF moves it
     lp_init: Literal["text", "zeros"] = "text"  # LP head W at step 0: C_t (spec) or zeros (s_l = 0)
-    fuse_text_weight: float = option(1.0, range=">= 0")  # beta in the dual fusion s = beta * s_t + s_l (spec: 1)
+    fuse_text_weight: float = option(1.0, range=">= 0")  # w, the weight of s_t in s = beta * (w * s_t + s_l) (spec: 1)
     text_loss: Literal["ce", "la"] = "ce"  # L_s on s_t: plain CE (spec) or logit-adjusted like s_l
+    # s_l: "linear" W z + b with W = C_t (the spec's first reading, logits ~ +-1) or "cosine"
+    # lp_scale * z . normalize(W)^T with W = C_t at step 0 (spec section 3, revised)
+    lp_head: Literal["linear", "cosine"] = "linear"
+    lp_scale: float = option(25.0, range="> 0")  # s_c of the cosine LP head (like head.scale; LIFT uses 25)
+    # PAF geometry: "literal" mixes c^t and c^v directly; "centred" mixes them relative to the mean
+    # text / visual prototype, so CLIP's modality gap gives no class-wide bonus (spec section 3)
+    paf_mode: Literal["literal", "centred"] = "literal"
+    paf_alpha: Literal["prior", "uniform"] = "prior"  # alpha_k = mu P_u^k / max P_u, or mu for every class
+    fusion_scale: float = option(1.0, range="> 0")  # beta in s = beta * (s_t + s_l): 1 = sum (spec), 0.5 = mean
+
+
+# The spec's first reading (ULFINE.md section 3) as method.ulfine.* values, so its row stays
+# reachable whatever the defaults become (configs/offline/ulfine_spec_literal.yaml holds the same).
+SPEC_LITERAL: dict[str, object] = {
+    "text_loss": "ce", "train_text_prototypes": True, "lp_head": "linear", "lp_init": "text", "lp_loss": "la",
+    "paf_mode": "literal", "paf_alpha": "prior", "fusion_scale": 1.0, "fuse_text_weight": 1.0,
+}
 
 # fusion -> weight of each head's logits in s; the heads named here are the only ones trained.
 _FUSION_WEIGHTS: dict[str, Callable[[ULFineConfig], dict[str, float]]] = {
-    "dual": lambda ucfg: {"text": ucfg.fuse_text_weight, "lp": 1.0},
+    "dual": lambda ucfg: {"text": ucfg.fusion_scale * ucfg.fuse_text_weight, "lp": ucfg.fusion_scale},
     "text": lambda ucfg: {"text": 1.0},
     "lp": lambda ucfg: {"lp": 1.0},
 }
@@ -113,15 +161,24 @@ def orthogonality_loss(proto_text: Tensor) -> Tensor:
     return gram[off_diagonal].pow(2).mean()
 
 
-def paf_alpha(prior_unlabeled: Tensor, mu: float) -> Tensor:
-    """alpha_k = mu * P_u^k / max_i P_u^i, [C] -> [C]: classes predicted often fit fastest."""
+def paf_alpha(prior_unlabeled: Tensor, mu: float, mode: str = "prior") -> Tensor:
+    """[C] -> [C]. prior: alpha_k = mu * P_u^k / max_i P_u^i (classes predicted often fit
+    fastest); uniform: alpha_k = mu, the same step for every class."""
+    if mode == "uniform":
+        return torch.full_like(prior_unlabeled, mu)
     return mu * prior_unlabeled / prior_unlabeled.max()
 
 
-def paf_update(proto_text: Tensor, proto_visual: Tensor, alpha: Tensor) -> Tensor:
-    """c_k^t <- normalize((1 - alpha_k) normalize(c_k^t) + alpha_k c_k^v); [C, D] -> [C, D]."""
-    alpha = alpha.unsqueeze(1)
-    return F.normalize((1 - alpha) * F.normalize(proto_text, dim=-1) + alpha * proto_visual, dim=-1)
+def paf_update(proto_text: Tensor, proto_visual: Tensor, alpha: Tensor, mode: str = "literal") -> Tensor:
+    """[C, D] -> [C, D], with c_k^t normalised first.
+    literal: c_k^t <- normalize((1 - alpha_k) c_k^t + alpha_k c_k^v);
+    centred: c_k^t <- normalize(mu_t + (1 - alpha_k)(c_k^t - mu_t) + alpha_k (c_k^v - mu_v)),
+    mu_t, mu_v the mean text / visual prototype, so the gap between the two cones is not mixed in."""
+    text, alpha = F.normalize(proto_text, dim=-1), alpha.unsqueeze(1)
+    if mode == "centred":
+        mu_t, mu_v = text.mean(0, keepdim=True), proto_visual.mean(0, keepdim=True)
+        return F.normalize(mu_t + (1 - alpha) * (text - mu_t) + alpha * (proto_visual - mu_v), dim=-1)
+    return F.normalize((1 - alpha) * text + alpha * proto_visual, dim=-1)
 
 
 def ema_class_means(proto_visual: Tensor, z: Tensor, targets: Tensor, momentum: float) -> Tensor:
@@ -145,6 +202,18 @@ def _check_context(ctx: MethodContext) -> None:
         )
 
 
+def _build_lp_head(ucfg: ULFineConfig, proto: Tensor) -> nn.Module:
+    """s_l's head (models.heads): linear W z + b with W = C_t (scale 1, the spec's first reading)
+    or cosine with scale s_c = lp_scale; W from ``lp_init`` [C, D]."""
+    if ucfg.lp_head == "cosine" and ucfg.lp_init == "zeros":
+        raise ConfigError("method.ulfine.lp_init=zeros needs method.ulfine.lp_head=linear: "
+                          "the cosine head normalises W, and a zero W has no direction")
+    num_classes, dim = proto.shape
+    head = HEADS.get(ucfg.lp_head)(num_classes, dim, ucfg.lp_scale if ucfg.lp_head == "cosine" else 1.0)
+    head.init_from_prototypes(_LP_INITS[ucfg.lp_init](proto))
+    return head
+
+
 @METHODS.register("ulfine", config=ULFineConfig)
 class ULFine(SSLMethod):
     """ULFine: text + LP heads fused for pseudo-labels and prediction, text prototypes fitted by PAF."""
@@ -166,6 +235,11 @@ class ULFine(SSLMethod):
         "fusion": lambda v: f"{v} only",
         "text_loss": lambda v: f"text {v.upper()}",
         "lp_loss": lambda v: "fused prior" if v == "ce_fuse_prior" else v,
+        "lp_head": lambda v: f"{v} LP",
+        "train_text_prototypes": lambda v: "C_t by PAF only" if not v else "C_t trained",
+        "paf_mode": lambda v: f"{v} PAF",
+        "paf_alpha": lambda v: f"{v} alpha",
+        "fusion_scale": lambda v: f"beta {v:g}",
     }
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
@@ -175,10 +249,7 @@ class ULFine(SSLMethod):
         proto = F.normalize(ctx.text_prototypes.detach().float(), dim=-1)
         num_classes, dim = proto.shape
         self.proto_text = nn.Parameter(proto.clone(), requires_grad=self.ucfg.train_text_prototypes)
-        self.lp_head = nn.Linear(dim, num_classes)
-        with torch.no_grad():
-            self.lp_head.weight.copy_(_LP_INITS[self.ucfg.lp_init](proto))
-            self.lp_head.bias.zero_()
+        self.lp_head = _build_lp_head(self.ucfg, proto)
         self.register_buffer("proto_text_init", proto.clone())  # for the drift diagnostic
         self.register_buffer("proto_visual", proto.clone())
         self.register_buffer("alpha", torch.zeros(num_classes))  # last PAF step, for diagnostics
@@ -198,7 +269,7 @@ class ULFine(SSLMethod):
         return self.ucfg.text_scale * z @ F.normalize(self.proto_text, dim=-1).T
 
     def lp_logits(self, z: Tensor) -> Tensor:
-        """s_l = W z + b, [B, D] -> [B, C]."""
+        """s_l = W z + b (linear) or s_c z . normalize(W)^T (cosine), [B, D] -> [B, C]."""
         return self.lp_head(z)
 
     _HEADS: dict[str, Callable[[ULFine, Tensor], Tensor]] = {"text": text_logits, "lp": lp_logits}
@@ -208,10 +279,11 @@ class ULFine(SSLMethod):
         return {name: self._HEADS[name](self, z) for name in self.fusion_weights}
 
     def fuse(self, logits: dict[str, Tensor]) -> Tensor:
-        """s = sum_h w_h s_h, minus tau * log(pi_hat) when s_l was trained with plain CE."""
+        """s = sum_h w_h s_h (dual: beta (w s_t + s_l)); when s_l was trained with plain CE, s_l's
+        label shift tau * log(pi_hat) is removed at s_l's weight (beta)."""
         fused = sum(weight * logits[name] for name, weight in self.fusion_weights.items())
         if "lp" in self.fusion_weights and self.tau_fuse:
-            fused = fused - self.tau_fuse * log_prior(self.prior_seen.value)
+            fused = fused - self.fusion_weights["lp"] * self.tau_fuse * log_prior(self.prior_seen.value)
         return fused
 
     def forward(self, z: Tensor) -> Tensor:
@@ -268,11 +340,11 @@ class ULFine(SSLMethod):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """PAF: fit each c_k^t towards c_k^v by alpha_k."""
+        """PAF: fit each c_k^t towards c_k^v by alpha_k (paf_mode, paf_alpha)."""
         if not self.ucfg.paf:
             return
-        self.alpha.copy_(paf_alpha(self.prior_unlabeled.value, self.ucfg.mu))
-        self.proto_text.copy_(paf_update(self.proto_text, self.proto_visual, self.alpha))
+        self.alpha.copy_(paf_alpha(self.prior_unlabeled.value, self.ucfg.mu, self.ucfg.paf_alpha))
+        self.proto_text.copy_(paf_update(self.proto_text, self.proto_visual, self.alpha, self.ucfg.paf_mode))
 
     def run_tags(self) -> list[str]:
         """e.g. ['no PAF', 'text only'] for paf=false, fusion=text."""
