@@ -105,7 +105,9 @@ def write_cifar100(root: Path, train_per_class: list[int], test_per_class: list[
     return out
 
 
-def write_stl10(root: Path, train_per_class: list[int], test_per_class: list[int], unlabeled: int) -> dict[str, np.ndarray]:
+def write_stl10(
+    root: Path, train_per_class: list[int], test_per_class: list[int], unlabeled: int
+) -> dict[str, np.ndarray]:
     """``root/stl10_binary`` with ``unlabeled`` images in unlabeled_X.bin."""
     folder = root / "stl10_binary"
     folder.mkdir(parents=True, exist_ok=True)
