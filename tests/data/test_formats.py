@@ -141,3 +141,25 @@ def test_real_md5_check_stays_in_force(tmp_path: Path) -> None:
     write_cifar10(tmp_path, [1] * 10, [1] * 10)
     with pytest.raises(DatasetError, match="CIFAR10 not found"):
         build_splits(load_config(None, ["data.dataset=cifar10", f"data.root={tmp_path}"]).data)
+
+
+@pytest.mark.parametrize("method", ["ulfine", "acr"])
+def test_stl10_unlabeled_binary_trains(method: str, tmp_path: Path, tiny_clip_dir: Path, skip_md5: None) -> None:
+    """unlabeled_X.bin as the unlabeled set (hidden labels unknown, -1) through a short run:
+    the methods estimate its distribution, the diagnostics skip the unknown labels."""
+    from ulfine.engine.trainer import Trainer
+
+    write_stl10(tmp_path / "stl10", [6] * 10, [1] * 10, unlabeled=8)
+    cfg = load_config(CONFIGS / "stl10_lt.yaml", [
+        f"model.name=local-dir:{tiny_clip_dir}", f"data.root={tmp_path / 'stl10'}", "data.download=false",
+        "data.n1=4", "data.gamma_l=4", "data.batch_size=4", "data.uratio=2", "data.num_workers=0",
+        "optim.iterations=2", "optim.warmup_iterations=1", "train.precision=fp32", "train.device=cpu",
+        "train.eval_every=1", "train.log_every=1", "method.threshold=0.1", "method.acr.est_every=1",
+        "strategy.adapter_dim=4", f"method.name={method}", f"output.dir={tmp_path / 'runs'}",
+        "output.tensorboard=false",
+    ])
+    trainer = Trainer(cfg)
+    assert len(trainer.data.unlabeled) == 8 and trainer.data.unlabeled_counts is None
+    result = trainer.fit()
+    assert result["iterations"] == 2 and result["unlabeled_counts"] is None
+    assert np.isfinite(result["top1"])
