@@ -139,8 +139,8 @@ def load_cifar100(cfg: DataConfig) -> SourceData:
     return load_torchvision_cifar(tv_datasets.CIFAR100, cfg)
 
 
-def stl10_split(cfg: DataConfig, split: str) -> ArraySource:
-    stl = open_torchvision(tv_datasets.STL10, cfg, split=split)
+def stl10_source(stl: Any, split: str) -> ArraySource:
+    """torchvision's STL10 data [N, 3, 96, 96] (already un-column-majored) as HWC images."""
     return ArraySource(stl.data.transpose(0, 2, 3, 1), np.asarray(stl.labels), f"STL10 {split}")
 
 
@@ -151,9 +151,11 @@ def load_stl10(cfg: DataConfig) -> SourceData:
         if data.unlabeled is None:
             raise DatasetError(f"STL-10 folder '{cfg.root}' lacks 'unlabeled/' (the 100k unlabeled images)")
         return data
-    names = list(open_torchvision(tv_datasets.STL10, cfg, split="test").classes)
+    # each open md5-checks all files (2.6 GB of unlabeled_X.bin): open every split once
+    splits = {split: open_torchvision(tv_datasets.STL10, cfg, split=split)
+              for split in ("train", "test", "unlabeled")}
     return SourceData(
-        names, stl10_split(cfg, "train"), stl10_split(cfg, "test"), stl10_split(cfg, "unlabeled")
+        list(splits["test"].classes), *(stl10_source(stl, split) for split, stl in splits.items())
     )
 
 
