@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ulfine.config import ConfigError
+from ulfine.engine.runlock import FolderBusyError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     command = importlib.import_module(f"ulfine.commands.{args.command}")
     try:
         return int(command.run(args) or 0)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, FolderBusyError) as err:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.exception("traceback")
         print(f"ulfine {args.command}: error: {error_message(err)}", file=sys.stderr)

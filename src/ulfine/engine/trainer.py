@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ulfine.config import ConfigError, RunConfig, save_config, to_dict
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
 from ulfine.engine import checkpoint as ckpt
+from ulfine.engine import runlock
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
@@ -216,7 +217,18 @@ class Trainer:
         """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content.
 
         ``until`` stops early at that iteration with a checkpoint, as an interruption would
-        (returns {}); a later ``fit`` with ``output.resume=true`` continues from there."""
+        (returns {}); a later ``fit`` with ``output.resume=true`` continues from there. The run
+        folder is locked for the whole call: a second process gets `runlock.FolderBusyError`."""
+        lock = runlock.FolderLock(self.run_dir, "run folder") if self.dist.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._fit(until)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, until: int | None) -> dict[str, Any]:
         cfg = self.cfg
         stop_at = cfg.optim.iterations if until is None else min(until, cfg.optim.iterations)
         self._prepare_run_dir()
