@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ulfine.config import ModelConfig, RunConfig, from_dict, load_config, to_dict, validate
 from ulfine.data import build_splits
-from ulfine.data.sources import BadImageError, FileSource
+from ulfine.data.sources import BadImageError, FileSource, as_rgb
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.checkpoint import load_checkpoint
 from ulfine.engine.learner import Learner
@@ -269,14 +269,14 @@ class Predictor:
     def predict(self, images: Sequence[Image.Image] | Tensor) -> Tensor:
         """PIL images (preprocessed here) or a preprocessed batch [B, 3, H, W] -> probabilities [B, C]."""
         if not isinstance(images, Tensor):
-            images = torch.stack([self.transform(image.convert("RGB")) for image in images])
+            images = torch.stack([self.transform(as_rgb(image)) for image in images])
         return torch.softmax(self.logits(images), dim=-1)
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = 256, top_k: int = 5,
                       num_workers: int = 0, progress: bool = True) -> list[FilePrediction]:
         """Top-k predictions per file, in the order given; unreadable files get ``error`` set."""
         top_k = min(top_k, len(self.class_names))
-        files = _ImageFiles([str(p) for p in paths], self.transform)
+        files = _ImageFiles([str(p) for p in paths], self.transform, self.cfg.data.max_image_pixels)
         loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
         results: list[FilePrediction] = []
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
@@ -305,8 +305,9 @@ def top_k_classes(probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
 class _ImageFiles(Dataset):
     """Image files -> (path, preprocessed image or None, error message or None)."""
 
-    def __init__(self, paths: list[str], transform: Callable[[Image.Image], Tensor]) -> None:
-        self.source = FileSource(paths, np.full(len(paths), -1))
+    def __init__(self, paths: list[str], transform: Callable[[Image.Image], Tensor],
+                 max_pixels: int | None) -> None:
+        self.source = FileSource(paths, np.full(len(paths), -1), max_pixels)
         self.transform = transform
 
     def __len__(self) -> int:

@@ -57,6 +57,8 @@ class DataConfig:
     randaugment_m: int = 10  # RandAugment magnitude (strong view)
     cutout: float = 0.5  # Cutout (RandomErasing) area fraction upper bound (strong view); 0 = off
     bad_images: Literal["error", "skip"] = "error"  # corrupt files: fail naming them, or skip with a count
+    # images above this many pixels are bad images (Pillow's default limit; null = no limit)
+    max_image_pixels: int | None = 89_478_485
 
 
 @dataclass
@@ -198,6 +200,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "data.val_per_class": (lambda v: v >= 0, ">= 0"),
     "data.cutout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.max_image_pixels": (lambda v: v is None or v >= 1, ">= 1 or null"),
     "strategy.adapter_dim": (lambda v: v >= 1, ">= 1"),
     "strategy.lora_rank": (lambda v: v >= 1, ">= 1"),
     "strategy.vpt_length": (lambda v: v >= 1, ">= 1"),

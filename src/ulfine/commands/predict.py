@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 from ulfine.api import FilePrediction, load_run
-from ulfine.data.sources import is_image_file
+from ulfine.data.sources import is_image_file, list_files
 
 logger = logging.getLogger(__name__)
 
@@ -38,18 +37,12 @@ def list_images(inputs: Sequence[str | Path]) -> list[str]:
 
 
 def _images_under(folder: Path) -> list[str]:
-    found, skipped = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if is_image_file(name):
-                found.append(os.path.join(dirpath, name))
-            else:
-                skipped += 1
-    if skipped:
-        logger.info("skipped %d non-image file(s) under '%s'", skipped, folder)
+    files, unusable = list_files(folder)
+    found = [path for path in files if is_image_file(path)]
+    if len(found) < len(files):
+        logger.info("skipped %d non-image file(s) under '%s'", len(files) - len(found), folder)
+    for entry in unusable:
+        logger.warning("skipped %s", entry)
     return sorted(found)
 
 
