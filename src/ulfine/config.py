@@ -149,6 +149,8 @@ class TrainConfig:
     feature_cache: bool = True  # LP with a frozen encoder: train heads on cached features
     feature_bank: int = 4  # augmentations per image in the feature cache (K)
     cache_dir: str | None = None  # feature cache folder; None = <output.dir>/.feature_cache
+    # what tells the cache an image changed: each file's size + mtime (cheap), or its bytes (sha256)
+    cache_fingerprint: Literal["stat", "content"] = "stat"
 
 
 @dataclass

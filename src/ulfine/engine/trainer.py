@@ -55,7 +55,7 @@ class NonFiniteLossError(RuntimeError):
 RESUME_MAY_CHANGE = frozenset({
     "output.dir", "output.name", "output.resume", "output.tensorboard", "train.eval_every", "train.log_every",
     "train.checkpoint_every", "train.device", "train.compile", "data.num_workers",
-    "data.eval_batch_size", "model.cache_dir",
+    "data.eval_batch_size", "model.cache_dir", "train.cache_fingerprint",
 })
 
 
