@@ -112,3 +112,19 @@ def test_run_folder_with_another_output_name_refuses(tiny_clip_dir: Path, tiny_f
     Trainer(cfg).fit(until=3)
     assert main(["train", "--config", str(cfg.run_dir()), "output.name=other"]) == 2
     assert "drop the output.dir/output.name overrides" in capsys.readouterr().err
+
+
+def test_skip_drops_bad_test_images_from_the_evaluation(tiny_clip_dir: Path, tiny_folder: Path,
+                                                        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Was: the bad image replaced by the next readable one and counted again."""
+    (tiny_folder / "test" / "dog" / "0001.png").write_bytes(b"not an image")
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "data.bad_images=skip",
+                      "optim.iterations=0", "strategy.name=zeroshot")
+    trainer = Trainer(cfg)
+    item = trainer.data.test[5]  # dog's 0001.png (4 test images per class)
+    assert item["label"] == -1 and item["index"] == 5
+    with caplog.at_level("WARNING"):
+        logits, targets = trainer.predict("test")
+    assert len(targets) == 11 and torch.bincount(targets).tolist() == [4, 3, 4]
+    assert "left 1 unreadable image(s) out (data.bad_images=skip); the metrics cover the other 11" in caplog.text
+    assert trainer.evaluate("test")["dropped_images"] == 1

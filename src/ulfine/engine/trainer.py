@@ -311,7 +311,8 @@ class Trainer:
         self.accuracy.reset()
         self.accuracy.update(logits, targets)
         bins = calibration(logits, targets).to_dict()
-        return {**self.accuracy.compute(), "ece": bins["ece"], "calibration": bins}
+        dropped = len(self.data.test if split == "test" else self.data.val) - len(targets)  # bad_images=skip
+        return {**self.accuracy.compute(), "ece": bins["ece"], "calibration": bins, "dropped_images": dropped}
 
     def _final_metrics(self, test: dict[str, Any]) -> dict[str, Any]:
         pseudo = self.diagnostics.compute() if self.learner.method.needs_unlabeled else {}
