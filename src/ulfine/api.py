@@ -32,17 +32,20 @@ from ulfine.engine.checkpoint import load_checkpoint
 from ulfine.engine.learner import Learner
 from ulfine.methods.base import MethodContext, build_method
 from ulfine.models.encoder import build_image_encoder
-from ulfine.models.foundation import Foundation, ModelNotFoundError, load_foundation, templates_for
+from ulfine.models.foundation import (  # noqa: F401  (BaseModelMismatchError: part of this API)
+    BaseModelMismatchError,
+    Foundation,
+    ModelNotFoundError,
+    load_foundation,
+    templates_for,
+    verify_base_hash,
+)
 
 logger = logging.getLogger(__name__)
 
 EXPORT_JSON = "export.json"
 EXPORT_WEIGHTS = "weights.safetensors"
 EXPORT_FORMAT = 1  # bump when export.json / the tensor keys change meaning
-
-
-class BaseModelMismatchError(ValueError):
-    """The base model found at ``model.name`` is not the one the export was fine-tuned on."""
 
 
 @dataclass
@@ -54,7 +57,7 @@ class TunedState:
     labeled_counts: list[int]
     encoder: dict[str, Tensor]  # ImageEncoder.tuned_state_dict()
     method: dict[str, Tensor]  # SSLMethod.state_dict()
-    base_sha256: str | None  # Foundation.weights_hash() of the base; None for a run folder
+    base_sha256: str | None  # Foundation.weights_hash() of the base; None when not recorded (old runs)
     source: Path  # where it was read from, for messages
 
 
@@ -86,7 +89,7 @@ def read_run(run_dir: str | Path) -> TunedState:
         encoder = _ema_part(state["ema"], "encoder", list(encoder))
         method = _ema_part(state["ema"], "method", list(method))
     class_names, labeled_counts = _run_classes(run_dir, cfg)
-    return TunedState(cfg, class_names, labeled_counts, encoder, method, None, run_dir)
+    return TunedState(cfg, class_names, labeled_counts, encoder, method, state.get("base_sha256"), run_dir)
 
 
 def _run_classes(run_dir: Path, cfg: RunConfig) -> tuple[list[str], list[int]]:
@@ -172,15 +175,9 @@ def _absolute_local_dir(model: ModelConfig) -> ModelConfig:
 # ---------------------------------------------------------------- building
 def check_base_model(foundation: Foundation, state: TunedState) -> None:
     """Raise ``BaseModelMismatchError`` when the image tower differs from the recorded one."""
-    if state.base_sha256 is None:
-        return
-    found = foundation.weights_hash()
-    if found != state.base_sha256:
-        raise BaseModelMismatchError(
-            f"base model '{foundation.identifier}' does not match export '{state.source}': its image "
-            f"tower has sha256 {found}, but the export was fine-tuned on '{state.cfg.model.name}' with "
-            f"sha256 {state.base_sha256}. Pass the original weights with --model / model_name=."
-        )
+    if state.base_sha256 is not None:
+        verify_base_hash(foundation.weights_hash(), foundation.identifier, state.base_sha256, state.source,
+                         state.cfg.model.name)
 
 
 def build_learner(foundation: Foundation, state: TunedState) -> Learner:

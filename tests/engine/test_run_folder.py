@@ -128,3 +128,51 @@ def test_skip_drops_bad_test_images_from_the_evaluation(tiny_clip_dir: Path, tin
     assert len(targets) == 11 and torch.bincount(targets).tolist() == [4, 3, 4]
     assert "left 1 unreadable image(s) out (data.bad_images=skip); the metrics cover the other 11" in caplog.text
     assert trainer.evaluate("test")["dropped_images"] == 1
+
+
+def _perturb(model_dir: Path) -> None:
+    """Slightly different image-tower weights at the same place."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(model_dir / "open_clip_model.safetensors")
+    weights["visual.proj"] = weights["visual.proj"] * 1.01
+    save_file(weights, model_dir / "open_clip_model.safetensors")
+
+
+def _perturbed_copy(model_dir: Path, out: Path) -> Path:
+    shutil.copytree(model_dir, out)
+    _perturb(out)
+    return out
+
+
+def test_resume_on_other_base_weights_is_refused(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    """The weights file under model.name was replaced between the runs (was: rc 0, other predictions)."""
+    from ulfine.models.foundation import BaseModelMismatchError
+
+    model_dir = shutil.copytree(tiny_clip_dir, tmp_path / "base")
+    cfg = tiny_config(model_dir, tiny_folder, tmp_path / "runs", "output.name=run")
+    Trainer(cfg).fit(until=3)
+    original = (model_dir / "open_clip_model.safetensors").read_bytes()
+    _perturb(model_dir)
+    resumed = tiny_config(model_dir, tiny_folder, tmp_path / "runs", "output.name=run", "output.resume=true")
+    with pytest.raises(BaseModelMismatchError, match=f"base model 'local-dir:{model_dir}' does not match"):
+        Trainer(resumed).fit()
+    assert _iteration(cfg.run_dir()) == 3
+    (model_dir / "open_clip_model.safetensors").write_bytes(original)
+    Trainer(resumed).fit()  # the same base resumes
+    assert _iteration(cfg.run_dir()) == 6
+
+
+def test_predict_run_with_another_base_model_is_refused(tiny_run: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    config = (tiny_run / "config.yaml").read_text()
+    model_dir = Path(config.split("local-dir:")[1].split()[0])
+    other = _perturbed_copy(model_dir, tmp_path / "other-clip")
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(image)
+    code = main(["predict", "--run", str(tiny_run), "--images", str(image), "--model", f"local-dir:{other}",
+                 "--output", str(tmp_path / "p.csv"), "--workers", "0", "--device", "cpu"])
+    assert code == 2 and "does not match" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()

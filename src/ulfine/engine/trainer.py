@@ -40,7 +40,7 @@ from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
 from ulfine.metrics.pseudo import PseudoLabelDiagnostics
 from ulfine.models.encoder import build_image_encoder
-from ulfine.models.foundation import Foundation, load_foundation, templates_for
+from ulfine.models.foundation import Foundation, load_foundation, templates_for, verify_base_hash
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class Trainer:
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received during fit
         ckpt.seed_everything(cfg.train.seed)
         self.foundation = foundation or load_foundation(cfg.model, self.device)
+        self.base_sha256 = self.foundation.weights_hash()  # before PEFT/FFT touch the image tower
         self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
         self._build_model()
         self._build_optimisation()
@@ -373,6 +374,7 @@ class Trainer:
             "unlabeled_stream": self.unlabeled_stream.state_dict() if self.unlabeled_stream else None,
             "diagnostics": self.diagnostics.state_dict(),
             "rng": ckpt.rng_state(),
+            "base_sha256": self.base_sha256,  # resume and predict check the base model against it
         }
 
     def save_checkpoint(self, name: str) -> None:
@@ -383,6 +385,8 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         self._check_resumable(path, state["config"])
+        verify_base_hash(self.base_sha256, self.foundation.identifier, state.get("base_sha256"), self.run_dir,
+                         state["config"]["model"]["name"])
         self._resumed_records = state.get("metrics_records")  # metrics.jsonl length at the save
         self.learner.encoder.load_tuned_state_dict(state["encoder"])
         self.learner.method.load_state_dict(state["method"])

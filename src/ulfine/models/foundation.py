@@ -42,6 +42,24 @@ def _openai(cfg: ModelConfig) -> Sequence[Template]:
     return open_clip.OPENAI_IMAGENET_TEMPLATES
 
 
+class BaseModelMismatchError(ValueError):
+    """The base model found at ``model.name`` is not the one a run or export was fine-tuned on."""
+
+
+def verify_base_hash(found: str, identifier: str, recorded: str | None, source: str | Path,
+                     trained_on: str) -> None:
+    """Raise `BaseModelMismatchError` when the image tower loaded from ``identifier`` (sha256
+    ``found``, `Foundation.weights_hash`) is not the one (``recorded``) that ``source`` (a run or
+    an export) was fine-tuned on; ``recorded`` None: not recorded (a run from before the check)."""
+    if recorded is None or found == recorded:
+        return
+    raise BaseModelMismatchError(
+        f"base model '{identifier}' does not match '{source}': its image tower has sha256 {found}, "
+        f"but '{source}' was fine-tuned on '{trained_on}' with sha256 {recorded}. Pass the original "
+        "weights (--model / model_name= to predict, model.name= to resume)."
+    )
+
+
 class ModelNotFoundError(FileNotFoundError):
     """The model or its weights cannot be found; the message says how to provide them offline."""
 
