@@ -18,14 +18,18 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 class MetricsLog:
     """Append-only metrics.jsonl + TensorBoard; a no-op on non-main DDP ranks."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True,
+                 purge_step: int | None = None) -> None:
+        """``purge_step``: TensorBoard hides every earlier point at this step or later (a resumed
+        run passes the step after its checkpoint, so a killed run's points do not stay beside
+        the redone ones)."""
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.writer = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
 
     def write(self, iteration: int, values: dict[str, Any]) -> None:
         if not self.enabled:

@@ -80,6 +80,10 @@ class Trainer:
         self.run_dir = cfg.run_dir()
         self.state = TrainState()
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received during fit
+        # loss sums since the last loss record and the steps they cover: checkpointed, so the
+        # first record after a resume averages the same steps as an uninterrupted run's
+        self.loss_sums: dict[str, Tensor] = {}
+        self.loss_steps = 0
         ckpt.seed_everything(cfg.train.seed)
         self.foundation = foundation or load_foundation(cfg.model, self.device)
         self.base_sha256 = self.foundation.weights_hash()  # before PEFT/FFT touch the image tower
@@ -233,9 +237,11 @@ class Trainer:
         cfg = self.cfg
         stop_at = cfg.optim.iterations if until is None else min(until, cfg.optim.iterations)
         self._prepare_run_dir()
-        log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard)
+        # a resumed run purges TensorBoard points after its checkpoint (the killed run's, redone)
+        log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
+                         purge_step=self.state.iteration + 1 if self.state.iteration else None)
         previous = self._install_signal_handlers()
-        sums: dict[str, Tensor] = {}
+        sums = self.loss_sums
         bar = tqdm(total=cfg.optim.iterations, initial=self.state.iteration, desc="train",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
@@ -243,6 +249,7 @@ class Trainer:
                 start = time.perf_counter()
                 self.train_step(sums)
                 self.state.iteration += 1
+                self.loss_steps += 1
                 self.state.train_seconds += time.perf_counter() - start
                 bar.update(1)
                 self._periodic(log, sums, bar)
@@ -272,11 +279,12 @@ class Trainer:
     def _periodic(self, log: MetricsLog, sums: dict[str, Tensor], bar: tqdm) -> None:
         cfg, it = self.cfg, self.state.iteration
         if it % cfg.train.log_every == 0 and sums:
-            scalars = {f"loss/{k}": float(v) / cfg.train.log_every for k, v in sums.items()}
+            scalars = {f"loss/{k}": float(v) / self.loss_steps for k, v in sums.items()}
             scalars["lr"] = self.optimizer.param_groups[-1]["lr"]
             log.write(it, scalars)
             bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
             sums.clear()
+            self.loss_steps = 0
         if it % cfg.train.eval_every == 0 and it < cfg.optim.iterations:
             record = {"test": self.evaluate("test")}
             if self.data.val is not None:
@@ -375,6 +383,8 @@ class Trainer:
             "diagnostics": self.diagnostics.state_dict(),
             "rng": ckpt.rng_state(),
             "base_sha256": self.base_sha256,  # resume and predict check the base model against it
+            "loss_sums": {k: float(v) for k, v in self.loss_sums.items()},
+            "loss_steps": self.loss_steps,
         }
 
     def save_checkpoint(self, name: str) -> None:
@@ -402,6 +412,9 @@ class Trainer:
         self.diagnostics.load_state_dict(state["diagnostics"])
         ckpt.set_rng_state(state["rng"])
         self.state = TrainState(**state["train_state"])
+        self.loss_sums.clear()
+        self.loss_sums.update({k: torch.tensor(v, device=self.device) for k, v in state.get("loss_sums", {}).items()})
+        self.loss_steps = state.get("loss_steps", 0)
 
     def _check_resumable(self, path: Path, saved: dict[str, Any]) -> None:
         """Refuse to continue a checkpoint under a config that changes the training itself."""
