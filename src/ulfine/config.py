@@ -350,8 +350,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = Path(path)
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"config file '{path}' inherits from itself through 'base:': {cycle}")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
@@ -361,8 +364,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
     base = data.pop("base", None)  # `base: other.yaml` inherits, relative to this file
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"config file '{path}': 'base' must be a file name, got {base!r}")
     if base is not None:
-        data = _merge(read_yaml(path.parent / base), data)
+        data = _merge(read_yaml(path.parent / base, (*_chain, path.resolve())), data)
     return data
 
 

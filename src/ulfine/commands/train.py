@@ -50,6 +50,14 @@ def pin_run_folder(cfg: RunConfig, run_dir: Path, overrides: list[str]) -> RunCo
     return cfg
 
 
+def abort_state(trainer: Trainer) -> str:
+    """What an abort leaves: the checkpoint to resume from, or that there is none yet."""
+    last = trainer.run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        return f"the checkpoint {last} is intact. Resume with: {resume_hint(trainer)}"
+    return "no checkpoint was written yet; run the same command again to start over"
+
+
 def resume_hint(trainer: Trainer) -> str:
     return f"ulfine train --config {trainer.run_dir / 'config.yaml'} output.resume=true"
 
@@ -66,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ulfine train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ulfine train: aborted; checkpoints already in {trainer.run_dir / 'checkpoints'} are intact. "
-              f"Resume with: {resume_hint(trainer)}", file=sys.stderr)
+        print(f"ulfine train: aborted; {abort_state(trainer)}", file=sys.stderr)
         return 128 + (trainer.stop_signal or signal.SIGINT)
     finally:
         shutdown()

@@ -53,7 +53,10 @@ def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if lines and _iteration_of(lines[-1]) is None:  # cut off by a kill mid-write
+        lines.pop()
+    return [json.loads(line) for line in lines]
 
 
 def count_records(run_dir: str | Path) -> int:

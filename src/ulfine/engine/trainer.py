@@ -84,6 +84,7 @@ class Trainer:
         # first record after a resume averages the same steps as an uninterrupted run's
         self.loss_sums: dict[str, Tensor] = {}
         self.loss_steps = 0
+        self._log_handler: logging.Handler | None = None  # train.log, attached while fit runs
         ckpt.seed_everything(cfg.train.seed)
         self.foundation = foundation or load_foundation(cfg.model, self.device)
         self.base_sha256 = self.foundation.weights_hash()  # before PEFT/FFT touch the image tower
@@ -230,6 +231,10 @@ class Trainer:
         try:
             return self._fit(until)
         finally:
+            if self._log_handler is not None:  # this run's records only, not the next run's
+                logging.getLogger("ulfine").removeHandler(self._log_handler)
+                self._log_handler.close()
+                self._log_handler = None
             if lock is not None:
                 lock.release()
 
@@ -272,6 +277,8 @@ class Trainer:
             self.save_checkpoint("last")
             log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
             ckpt.atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2))
+            logger.info("finished %s at iteration %d: test top-1 %.2f", self.run_dir, self.state.iteration,
+                        result["top1"])
         log.close()
         barrier()
         return result
@@ -348,13 +355,14 @@ class Trainer:
                 f"run folder '{self.run_dir}' already holds {last}; set output.resume=true to continue it, "
                 "or choose another output.name (or delete the folder) to start over"
             )
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._log_handler = _attach_file_log(self.run_dir / "train.log")
         if last.is_file():
             self._resume(last)
         elif self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
-        if self.dist.is_main:
-            _attach_file_log(self.run_dir / "train.log")
+            logger.info("started %s: %d iterations", self.run_dir, self.cfg.optim.iterations)
         barrier()
 
     def _resume(self, last: Path) -> None:
@@ -468,7 +476,8 @@ def _tolist(values: dict[str, Tensor]) -> dict[str, Any]:
     return {k: v.detach().cpu().tolist() if isinstance(v, Tensor) else v for k, v in values.items()}
 
 
-def _attach_file_log(path: Path) -> None:
+def _attach_file_log(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("ulfine").addHandler(handler)
+    return handler
