@@ -191,10 +191,10 @@ def _report_unusable(unusable: list[str], where: Path, policy: BadImagePolicy) -
     if not unusable:
         return
     shown = "; ".join(unusable[:5]) + (" ..." if len(unusable) > 5 else "")
+    what = f"{len(unusable)} unusable folder entr{'y' if len(unusable) == 1 else 'ies'} under '{where}'"
     if policy == "error":
-        raise BadImageError(f"{len(unusable)} unusable entr(ies) under '{where}': {shown} "
-                            "(remove them, or data.bad_images=skip ignores them)")
-    logger.warning("skipped %d unusable entr(ies) under '%s': %s", len(unusable), where, shown)
+        raise BadImageError(f"{what}: {shown} (remove them, or data.bad_images=skip ignores them)")
+    logger.warning("skipped %s: %s", what, shown)
 
 
 def list_files(folder: str | Path) -> tuple[list[str], list[str]]:
