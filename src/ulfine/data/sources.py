@@ -88,7 +88,8 @@ def open_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXE
                     )
                 return as_rgb(img)
     except Image.DecompressionBombError as err:
-        raise BadImageError(f"image '{path}' is too large: {err} (raise data.max_image_pixels)") from err
+        raise BadImageError(f"image '{path}' is too large: {err} (data.max_image_pixels = {max_pixels}; "
+                            "raise it to read such images)") from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
         if isinstance(err, BadImageError):
             raise
