@@ -22,7 +22,8 @@ def test_corrupt_or_truncated_model_weights(clip_dir: Path, folder: Path, tmp_pa
     broken = shutil.copytree(clip_dir, tmp_path / "broken")
     weights = broken / "open_clip_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    code, err = ulfine(capsys, "train", *config_args(broken, folder, tmp_path / "runs", f"model.name=local-dir:{broken}"))
+    args = config_args(broken, folder, tmp_path / "runs", f"model.name=local-dir:{broken}")
+    code, err = ulfine(capsys, "train", *args)
     assert_clear_error(code, err, f"the weights of model 'local-dir:{broken}' are unreadable, corrupt or truncated",
                        "copy or download the weights file again")
 
@@ -47,8 +48,8 @@ def test_output_path_errors(clip_dir: Path, folder: Path, tmp_path: Path,  # noq
     assert_clear_error(code, err, "Not a directory", str(blocker))
 
 
-def test_full_disk_is_a_message(clip_dir: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: F811
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_is_a_message(clip_dir: Path, folder: Path, tmp_path: Path,  # noqa: F811
+                                capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
     import torch
@@ -69,8 +70,8 @@ def test_base_cycle_in_yaml(tmp_path: Path) -> None:
         load_config(tmp_path / "a.yaml")
 
 
-def test_ctrl_c_during_start_up(clip_dir: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: F811
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_during_start_up(clip_dir: Path, folder: Path, tmp_path: Path,  # noqa: F811
+                                capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     from ulfine.engine import trainer
 
     def interrupted(*args: object, **kwargs: object) -> None:

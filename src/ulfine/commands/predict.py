@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     if Path(args.output).is_dir():
-        raise ValueError(f"--output '{args.output}' is a folder; give a file name, e.g. {Path(args.output) / 'predictions.csv'}")
+        raise ValueError(f"--output '{args.output}' is a folder; give a file name, "
+                         f"e.g. {Path(args.output) / 'predictions.csv'}")
     paths = list_images(args.images)
     predictor = load_run(args.run, device=args.device, model_name=args.model)
     top_k = min(args.top_k, len(predictor.class_names))

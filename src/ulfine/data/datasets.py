@@ -99,7 +99,8 @@ def load_imagefolder(cfg: DataConfig) -> SourceData:
             f"only in train: {only_train or 'none'}; only in test: {only_test or 'none'}"
         )
     unlabeled_dir = root / "unlabeled"
-    unlabeled = scan_unlabeled_folder(unlabeled_dir, cfg.bad_images, cfg.max_image_pixels) if unlabeled_dir.is_dir() else None
+    unlabeled = (scan_unlabeled_folder(unlabeled_dir, cfg.bad_images, cfg.max_image_pixels)
+                 if unlabeled_dir.is_dir() else None)
     return SourceData(train_names, train, test, unlabeled)
 
 

@@ -13,8 +13,9 @@ Bad images (data.bad_images): 'error' raises `BadImageError` naming the file; 's
 warning naming it and, in a training split, serves the next readable image of this subset
 instead (with that image's own label and index). An evaluation split (``substitute=False``)
 never substitutes: the item keeps its index, gets a blank image and the label ``DROPPED``
-(-1), and evaluation leaves it out and reports how many it left out (`predict_logits`). ``skipped`` counts the skips of this process only: with loader
-workers each worker keeps its own count, and the warnings in the log are the full record.
+(-1), and evaluation leaves it out and reports how many it left out (`predict_logits`).
+``skipped`` counts the skips of this process only: with loader workers each worker keeps its
+own count, and the warnings in the log are the full record.
 """
 from __future__ import annotations
 
