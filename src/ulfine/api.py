@@ -26,12 +26,18 @@ from tqdm.auto import tqdm
 
 from ulfine.config import ModelConfig, RunConfig, load_config, run_config, to_dict
 from ulfine.data import build_splits
-from ulfine.data.sources import BadImageError, FileSource
+from ulfine.data.sources import BadImageError, FileSource, as_rgb
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.checkpoint import load_checkpoint
 from ulfine.engine.learner import Learner, build_learner
-from ulfine.errors import MissingFileError, RunFolderError, UlfineError
-from ulfine.models.foundation import Foundation, ModelNotFoundError, load_foundation
+from ulfine.errors import MissingFileError, RunFolderError
+from ulfine.models.foundation import (  # noqa: F401  (BaseModelMismatchError: part of this API)
+    BaseModelMismatchError,
+    Foundation,
+    ModelNotFoundError,
+    load_foundation,
+    verify_base_hash,
+)
 from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -39,10 +45,6 @@ logger = logging.getLogger(__name__)
 EXPORT_JSON = "export.json"
 EXPORT_WEIGHTS = "weights.safetensors"
 EXPORT_FORMAT = 1  # bump when export.json / the tensor keys change meaning
-
-
-class BaseModelMismatchError(UlfineError, ValueError):
-    """The base model found at ``model.name`` is not the one the export was fine-tuned on."""
 
 
 @dataclass
@@ -54,7 +56,7 @@ class TunedState:
     labeled_counts: list[int]
     encoder: dict[str, Tensor]  # ImageEncoder.tuned_state_dict()
     method: dict[str, Tensor]  # SSLMethod.state_dict()
-    base_sha256: str | None  # Foundation.weights_hash() of the base; None for a run folder
+    base_sha256: str | None  # Foundation.weights_hash() of the base; None when not recorded (old runs)
     source: Path  # where it was read from, for messages
 
 
@@ -86,7 +88,7 @@ def read_run(run_dir: str | Path) -> TunedState:
         encoder = _ema_part(state["ema"], "encoder", list(encoder))
         method = _ema_part(state["ema"], "method", list(method))
     class_names, labeled_counts = _run_classes(folder, cfg)
-    return TunedState(cfg, class_names, labeled_counts, encoder, method, None, folder.path)
+    return TunedState(cfg, class_names, labeled_counts, encoder, method, state.get("base_sha256"), folder.path)
 
 
 def _run_classes(folder: RunFolder, cfg: RunConfig) -> tuple[list[str], list[int]]:
@@ -172,15 +174,9 @@ def _absolute_local_dir(model: ModelConfig) -> ModelConfig:
 # ---------------------------------------------------------------- building
 def check_base_model(foundation: Foundation, state: TunedState) -> None:
     """Raise ``BaseModelMismatchError`` when the image tower differs from the recorded one."""
-    if state.base_sha256 is None:
-        return
-    found = foundation.weights_hash()
-    if found != state.base_sha256:
-        raise BaseModelMismatchError(
-            f"base model '{foundation.identifier}' does not match export '{state.source}': its image "
-            f"tower has sha256 {found}, but the export was fine-tuned on '{state.cfg.model.name}' with "
-            f"sha256 {state.base_sha256}. Pass the original weights with --model / model_name=."
-        )
+    if state.base_sha256 is not None:
+        verify_base_hash(foundation.weights_hash(), foundation.identifier, state.base_sha256, state.source,
+                         state.cfg.model.name)
 
 
 def load_learner(foundation: Foundation, state: TunedState) -> Learner:
@@ -264,14 +260,14 @@ class Predictor:
     def predict(self, images: Sequence[Image.Image] | Tensor) -> Tensor:
         """PIL images (preprocessed here) or a preprocessed batch [B, 3, H, W] -> probabilities [B, C]."""
         if not isinstance(images, Tensor):
-            images = torch.stack([self.transform(image.convert("RGB")) for image in images])
+            images = torch.stack([self.transform(as_rgb(image)) for image in images])
         return torch.softmax(self.logits(images), dim=-1)
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = 256, top_k: int = 5,
                       num_workers: int = 0, progress: bool = True) -> list[FilePrediction]:
         """Top-k predictions per file, in the order given; unreadable files get ``error`` set."""
         top_k = min(top_k, len(self.class_names))
-        files = _ImageFiles([str(p) for p in paths], self.transform)
+        files = _ImageFiles([str(p) for p in paths], self.transform, self.cfg.data.max_image_pixels)
         loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
         results: list[FilePrediction] = []
         for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
@@ -300,8 +296,9 @@ def top_k_classes(probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
 class _ImageFiles(Dataset):
     """Image files -> (path, preprocessed image or None, error message or None)."""
 
-    def __init__(self, paths: list[str], transform: Callable[[Image.Image], Tensor]) -> None:
-        self.source = FileSource(paths, np.full(len(paths), -1))
+    def __init__(self, paths: list[str], transform: Callable[[Image.Image], Tensor],
+                 max_pixels: int | None) -> None:
+        self.source = FileSource(paths, np.full(len(paths), -1), max_pixels)
         self.transform = transform
 
     def __len__(self) -> int:

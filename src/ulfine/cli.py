@@ -81,6 +81,21 @@ def main(argv: list[str] | None = None) -> int:
             logging.exception("traceback")
         print(f"ulfine {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only or missing output folder, a folder given as a file
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.exception("traceback")
+        print(f"ulfine {args.command}: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ulfine {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def os_error_message(err: OSError) -> str:
+    """'<reason>: <path>' (e.g. 'No space left on device: runs/x/checkpoints/last.pt')."""
+    if err.strerror and err.filename is not None:
+        return f"{err.strerror}: '{err.filename}'" + (f" -> '{err.filename2}'" if err.filename2 else "")
+    return err.strerror or str(err)
 
 
 def error_message(err: BaseException) -> str:

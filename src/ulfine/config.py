@@ -153,6 +153,8 @@ class DataConfig(Components):
     cutout: float = option(0.5, range="in [0, 1)")  # Cutout (RandomErasing) area fraction upper bound (strong view); 0 = off
     bad_images: Literal["error", "skip"] = "error"  # corrupt files: fail naming them, or skip with a count
     options: Any = component(DATASETS, selector="dataset")  # data.<dataset>.*: the dataset's own options
+    # images above this many pixels are bad images (Pillow's default limit; null = no limit)
+    max_image_pixels: int | None = option(89_478_485, range=">= 1")
 
 
 @dataclass
@@ -215,6 +217,8 @@ class TrainConfig:
     feature_cache: bool = True  # LP with a frozen encoder: train heads on cached features
     feature_bank: int = option(4, range=">= 1")  # augmentations per image in the feature cache (K)
     cache_dir: str | None = None  # feature cache folder; None = <output.dir>/.feature_cache
+    # what tells the cache an image changed: each file's size + mtime (cheap), or its bytes (sha256)
+    cache_fingerprint: Literal["stat", "content"] = "stat"
 
 
 @dataclass
@@ -480,8 +484,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = Path(path)
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"config file '{path}' inherits from itself through 'base:': {cycle}")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
@@ -491,8 +498,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
     base = data.pop("base", None)  # `base: other.yaml` inherits, relative to this file
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"config file '{path}': 'base' must be a file name, got {base!r}")
     if base is not None:
-        data = _merge(read_yaml(path.parent / base), data)
+        data = _merge(read_yaml(path.parent / base, (*_chain, path.resolve())), data)
     return data
 
 

@@ -112,3 +112,60 @@ def test_feature_data_swaps_every_split(tiny_clip_dir: Path, tiny_folder: Path, 
     for split in ("labeled", "unlabeled", "test"):
         assert len(getattr(cached, split)) == len(getattr(data, split))
         assert getattr(cached, split).indices.tolist() == getattr(data, split).indices
+
+
+def _replace_test_images(data_dir: Path, class_name: str) -> None:
+    """Every test image of ``class_name`` becomes one gray image (same names, new bytes)."""
+    from PIL import Image
+
+    for path in sorted((data_dir / "test" / class_name).iterdir()):
+        Image.new("RGB", (32, 32), (128, 128, 128)).save(path)
+
+
+@pytest.mark.parametrize("fingerprint", ["stat", "content"])
+def test_replaced_images_rebuild_the_cache(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path,
+                                           fingerprint: str) -> None:
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path, f"train.cache_fingerprint={fingerprint}")
+    foundation = load_foundation(cfg.model)
+    first, _, _ = cache_for(cfg, foundation)
+    _replace_test_images(tiny_folder, "cat")
+    second, data, _ = cache_for(cfg, foundation)
+    assert second.built and second.folder != first.folder  # was: "reusing", same features
+    stored = [json.loads((c.folder / "key.json").read_text()) for c in (first, second)]
+    assert [k for k in stored[0] if stored[0][k] != stored[1][k]] == ["images"]
+    features = FeatureViews(second.folder, "test", ["image"])
+    cats = [features[i]["image"] for i in range(len(features)) if features[i]["label"] == 0]
+    assert all(torch.allclose(cats[0], z, atol=1e-3) for z in cats)  # the new, identical images
+
+
+def test_content_fingerprint_sees_a_rewrite_that_keeps_size_and_mtime(tiny_clip_dir: Path, tiny_folder: Path,
+                                                                      tmp_path: Path) -> None:
+    import os
+
+    from PIL import Image
+
+    path = tiny_folder / "test" / "cat" / "0000.png"
+    Image.new("RGB", (32, 32), (10, 10, 10)).save(path, compress_level=0)
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path, "train.cache_fingerprint=content")
+    foundation = load_foundation(cfg.model)
+    cache_for(cfg, foundation)
+    stat = path.stat()
+    Image.new("RGB", (32, 32), (250, 250, 250)).save(path, compress_level=0)  # uncompressed: same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime
+    assert path.stat().st_size == stat.st_size
+    assert cache_for(cfg, foundation)[0].built
+    stat_cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path / "s")
+    cache_for(stat_cfg, foundation)
+    Image.new("RGB", (32, 32), (10, 10, 10)).save(path, compress_level=0)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert not cache_for(stat_cfg, foundation)[0].built  # the cheap default cannot see this one
+
+
+def test_a_killed_builds_temp_folder_is_removed_by_the_next_build(tiny_clip_dir: Path, tiny_folder: Path,
+                                                                  tmp_path: Path) -> None:
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path)
+    stale = tmp_path / "cache" / "imagefolder-0123456789abcdef.tmp-deadbeef"
+    stale.mkdir(parents=True)
+    (stale / "test.image.npy").write_bytes(b"partial")
+    cache_for(cfg, load_foundation(cfg.model))
+    assert not stale.exists() and not list((tmp_path / "cache").glob("*.tmp-*"))

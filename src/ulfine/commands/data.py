@@ -75,6 +75,10 @@ def plot_path(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> None:
     """``args``: config (path or None), overrides (list of key=value), json, plot (paths or None)."""
     cfg = load_config(args.config, args.overrides).data
+    for option, value in (("--json", args.json), ("--plot", getattr(args, "plot", None))):
+        if value and Path(value).is_dir():
+            raise ValueError(f"{option} '{value}' is a folder; give a file name, e.g. {Path(value) / 'counts.json'}"
+                             if option == "--json" else f"{option} '{value}' is a folder; give a .png file name")
     splits = build_splits(cfg)
     print(count_table(splits))
     if args.json:

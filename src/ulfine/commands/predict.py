@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 from ulfine.api import FilePrediction, load_run
-from ulfine.data.sources import is_image_file
+from ulfine.data.sources import is_image_file, list_files
 from ulfine.errors import MissingFileError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -39,18 +38,12 @@ def list_images(inputs: Sequence[str | Path]) -> list[str]:
 
 
 def _images_under(folder: Path) -> list[str]:
-    found, skipped = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            if is_image_file(name):
-                found.append(os.path.join(dirpath, name))
-            else:
-                skipped += 1
-    if skipped:
-        logger.info("skipped %d non-image file(s) under '%s'", skipped, folder)
+    files, unusable = list_files(folder)
+    found = [path for path in files if is_image_file(path)]
+    if len(found) < len(files):
+        logger.info("skipped %d non-image file(s) under '%s'", len(files) - len(found), folder)
+    for entry in unusable:
+        logger.warning("skipped %s", entry)
     return sorted(found)
 
 
@@ -92,6 +85,9 @@ def folder_accuracy(predictions: list[FilePrediction], class_names: list[str]) -
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    if Path(args.output).is_dir():
+        raise UsageError(f"--output '{args.output}' is a folder; give a file name, "
+                         f"e.g. {Path(args.output) / 'predictions.csv'}")
     paths = list_images(args.images)
     predictor = load_run(args.run, device=args.device, model_name=args.model)
     top_k = min(args.top_k, len(predictor.class_names))

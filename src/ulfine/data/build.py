@@ -108,7 +108,8 @@ def build_ltssl_data(data_cfg: DataConfig, preprocess_cfg: dict[str, Any]) -> LT
     views = build_transforms(preprocess_cfg, data_cfg)
     policy = data_cfg.bad_images
     train, test = splits.source.train, splits.source.test
-    val = Views(train, splits.val_indices, {"image": views.eval}, policy) if len(splits.val_indices) else None
+    val = Views(train, splits.val_indices, {"image": views.eval}, policy, substitute=False) \
+        if len(splits.val_indices) else None
     return LTSSLData(
         class_names=splits.class_names,
         labeled=Views(train, splits.labeled_indices, {"image": views.weak}, policy),
@@ -116,7 +117,7 @@ def build_ltssl_data(data_cfg: DataConfig, preprocess_cfg: dict[str, Any]) -> LT
             splits.unlabeled_source, splits.unlabeled_indices, {"weak": views.weak, "strong": views.strong}, policy
         ),
         val=val,
-        test=Views(test, np.arange(len(test)), {"image": views.eval}, policy),
+        test=Views(test, np.arange(len(test)), {"image": views.eval}, policy, substitute=False),
         labeled_counts=splits.labeled_counts,
         unlabeled_counts=splits.unlabeled_counts,
         test_counts=splits.test_counts,

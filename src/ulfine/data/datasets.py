@@ -90,8 +90,8 @@ def load_source_data(cfg: DataConfig) -> SourceData:
 def load_imagefolder(cfg: DataConfig) -> SourceData:
     """``root/{train,test}/<class>/*`` (+ optional ``root/unlabeled/*``); sorted names = classes."""
     root = Path(cfg.root)
-    train_names, train = scan_class_folders(root / "train", cfg.bad_images)
-    test_names, test = scan_class_folders(root / "test", cfg.bad_images)
+    train_names, train = scan_class_folders(root / "train", cfg.bad_images, cfg.max_image_pixels)
+    test_names, test = scan_class_folders(root / "test", cfg.bad_images, cfg.max_image_pixels)
     if train_names != test_names:
         only_train = sorted(set(train_names) - set(test_names))
         only_test = sorted(set(test_names) - set(train_names))
@@ -100,7 +100,8 @@ def load_imagefolder(cfg: DataConfig) -> SourceData:
             f"only in train: {only_train or 'none'}; only in test: {only_test or 'none'}"
         )
     unlabeled_dir = root / "unlabeled"
-    unlabeled = scan_unlabeled_folder(unlabeled_dir, cfg.bad_images) if unlabeled_dir.is_dir() else None
+    unlabeled = (scan_unlabeled_folder(unlabeled_dir, cfg.bad_images, cfg.max_image_pixels)
+                 if unlabeled_dir.is_dir() else None)
     return SourceData(train_names, train, test, unlabeled)
 
 

@@ -22,6 +22,7 @@ def _atomic_open(path: Path, mode: str) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result is a normal file
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -32,9 +33,19 @@ def _atomic_open(path: Path, mode: str) -> Iterator[IO]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except OSError as err:  # a full disk reports no file name: name the one being written
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -7,8 +7,10 @@ single eval view of each val/test image. They are stored as memory-mapped ``.npy
 ``[N, K, D]`` (float16; z is unit-norm) in ``<cache_dir>/<dataset>-<key digest>/``, next to a
 ``key.json`` that records everything the features depend on (model weights hash, model name,
 preprocessing, the data fields that pick or change images, the transforms, K, seed, precision,
-the sample indices). A key that differs from the stored one rebuilds the cache and logs why;
-nothing is reused unless the key matches exactly.
+the sample indices, and a fingerprint of every image: each file's size and mtime, or with
+``train.cache_fingerprint=content`` its bytes). A key that differs from the stored one rebuilds
+the cache and logs why; nothing is reused unless the key matches exactly. A build works in a
+locked ``*.tmp-*`` folder; one a killed build left behind is deleted by the next build.
 
 `feature_data` then swaps the run's datasets for `FeatureViews`, whose items have the layout of
 `ulfine.data.views.Views` items with features [D] in place of images; the trainer's streams,
@@ -41,6 +43,7 @@ from ulfine.data import LTSSLData
 from ulfine.data.stream import sample_seed
 from ulfine.data.views import Views
 from ulfine.engine.amp import autocast
+from ulfine.engine.runlock import FolderLock, is_locked
 from ulfine.models.foundation import Foundation
 from ulfine.runfolder import feature_cache_dir
 
@@ -90,6 +93,8 @@ def cache_key(cfg: RunConfig, foundation: Foundation, data: LTSSLData) -> dict[s
         "seed": cfg.train.seed,
         "precision": cfg.train.precision,
         "indices": {split: _digest(views.indices) for split, views in splits.items()},
+        "images": {split: views.source.fingerprint(views.indices, cfg.train.cache_fingerprint == "content")
+                   for split, views in splits.items()},
     }
     return json.loads(json.dumps(key))  # tuples -> lists, as they come back from key.json
 
@@ -158,8 +163,10 @@ def _encode_split(encoder: nn.Module, views: Views, bank: int, folder: Path, spl
 def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module,
            data: LTSSLData, device: torch.device) -> None:
     """Encode into a private folder, then move it into place (an interrupted build leaves no cache)."""
+    _remove_stale_builds(folder.parent)
     tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
+    lock = FolderLock(tmp, "feature cache build").acquire()  # marks it live for other builders
     was_training = encoder.training
     encoder.eval()
     try:
@@ -174,7 +181,16 @@ def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module
         tmp.rename(folder)
     finally:
         encoder.train(was_training)
+        lock.release()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_builds(root: Path) -> None:
+    """Delete ``*.tmp-*`` folders no live build holds (a build killed with -9 leaves one)."""
+    for stale in root.glob("*.tmp-*"):
+        if stale.is_dir() and not is_locked(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+            logger.info("feature cache: removed %s, left by an interrupted build", stale)
 
 
 def ensure_cache(cfg: RunConfig, foundation: Foundation, encoder: nn.Module, data: LTSSLData,

@@ -20,14 +20,18 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 class MetricsLog:
     """Append-only metrics.jsonl + TensorBoard; a no-op on non-main DDP ranks."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True,
+                 purge_step: int | None = None) -> None:
+        """``purge_step``: TensorBoard hides every earlier point at this step or later (a resumed
+        run passes the step after its checkpoint, so a killed run's points do not stay beside
+        the redone ones)."""
         self.enabled = enabled
         self.path = RunFolder(run_dir).metrics_log
         self.writer = None
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(RunFolder(run_dir).tensorboard))
+            self.writer = SummaryWriter(str(RunFolder(run_dir).tensorboard), purge_step=purge_step)
 
     def write(self, iteration: int, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -51,7 +55,10 @@ def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
     path = RunFolder(run_dir).metrics_log
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if lines and _iteration_of(lines[-1]) is None:  # cut off by a kill mid-write
+        lines.pop()
+    return [json.loads(line) for line in lines]
 
 
 def count_records(run_dir: str | Path) -> int:

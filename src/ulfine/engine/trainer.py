@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ulfine.config import ConfigError, RunConfig, save_config, to_dict, upgrade
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
 from ulfine.engine import checkpoint as ckpt
+from ulfine.engine import runlock
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
@@ -38,8 +39,8 @@ from ulfine.methods.base import StepOutput
 from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
 from ulfine.metrics.pseudo import PseudoLabelDiagnostics
-from ulfine.models.foundation import Foundation, load_foundation
 from ulfine.errors import UlfineError
+from ulfine.models.foundation import Foundation, load_foundation, verify_base_hash
 from ulfine.runfolder import RunFolder
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class NonFiniteLossError(UlfineError, RuntimeError):
 RESUME_MAY_CHANGE = frozenset({
     "output.dir", "output.name", "output.resume", "output.tensorboard", "train.eval_every", "train.log_every",
     "train.checkpoint_every", "train.device", "train.compile", "data.num_workers",
-    "data.eval_batch_size", "model.cache_dir",
+    "data.eval_batch_size", "model.cache_dir", "train.cache_fingerprint",
 })
 
 
@@ -81,8 +82,14 @@ class Trainer:
         self.folder = RunFolder(self.run_dir)
         self.state = TrainState()
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received during fit
+        # loss sums since the last loss record and the steps they cover: checkpointed, so the
+        # first record after a resume averages the same steps as an uninterrupted run's
+        self.loss_sums: dict[str, Tensor] = {}
+        self.loss_steps = 0
+        self._log_handler: logging.Handler | None = None  # train.log, attached while fit runs
         ckpt.seed_everything(cfg.train.seed)
         self.foundation = foundation or load_foundation(cfg.model, self.device)
+        self.base_sha256 = self.foundation.weights_hash()  # before PEFT/FFT touch the image tower
         self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
         self._build_model()
         self._build_optimisation()
@@ -208,13 +215,30 @@ class Trainer:
         """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content.
 
         ``until`` stops early at that iteration with a checkpoint, as an interruption would
-        (returns {}); a later ``fit`` with ``output.resume=true`` continues from there."""
+        (returns {}); a later ``fit`` with ``output.resume=true`` continues from there. The run
+        folder is locked for the whole call: a second process gets `runlock.FolderBusyError`."""
+        lock = runlock.FolderLock(self.run_dir, "run folder") if self.dist.is_main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._fit(until)
+        finally:
+            if self._log_handler is not None:  # this run's records only, not the next run's
+                logging.getLogger("ulfine").removeHandler(self._log_handler)
+                self._log_handler.close()
+                self._log_handler = None
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, until: int | None) -> dict[str, Any]:
         cfg = self.cfg
         stop_at = cfg.optim.iterations if until is None else min(until, cfg.optim.iterations)
         self._prepare_run_dir()
-        log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard)
+        # a resumed run purges TensorBoard points after its checkpoint (the killed run's, redone)
+        log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
+                         purge_step=self.state.iteration + 1 if self.state.iteration else None)
         previous = self._install_signal_handlers()
-        sums: dict[str, Tensor] = {}
+        sums = self.loss_sums
         bar = tqdm(total=cfg.optim.iterations, initial=self.state.iteration, desc="train",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
@@ -222,6 +246,7 @@ class Trainer:
                 start = time.perf_counter()
                 self.train_step(sums)
                 self.state.iteration += 1
+                self.loss_steps += 1
                 self.state.train_seconds += time.perf_counter() - start
                 bar.update(1)
                 self._periodic(log, sums, bar)
@@ -244,6 +269,8 @@ class Trainer:
             self.save_checkpoint("last")
             log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
             ckpt.atomic_write_text(self.folder.final_metrics, json.dumps(result, indent=2))
+            logger.info("finished %s at iteration %d: test top-1 %.2f", self.run_dir, self.state.iteration,
+                        result["top1"])
         log.close()
         barrier()
         return result
@@ -251,11 +278,12 @@ class Trainer:
     def _periodic(self, log: MetricsLog, sums: dict[str, Tensor], bar: tqdm) -> None:
         cfg, it = self.cfg, self.state.iteration
         if it % cfg.train.log_every == 0 and sums:
-            scalars = {f"loss/{k}": float(v) / cfg.train.log_every for k, v in sums.items()}
+            scalars = {f"loss/{k}": float(v) / self.loss_steps for k, v in sums.items()}
             scalars["lr"] = self.optimizer.param_groups[-1]["lr"]
             log.write(it, scalars)
             bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
             sums.clear()
+            self.loss_steps = 0
         if it % cfg.train.eval_every == 0 and it < cfg.optim.iterations:
             record = {"test": self.evaluate("test")}
             if self.data.val is not None:
@@ -291,7 +319,8 @@ class Trainer:
         self.accuracy.reset()
         self.accuracy.update(logits, targets)
         bins = calibration(logits, targets).to_dict()
-        return {**self.accuracy.compute(), "ece": bins["ece"], "calibration": bins}
+        dropped = len(self.data.test if split == "test" else self.data.val) - len(targets)  # bad_images=skip
+        return {**self.accuracy.compute(), "ece": bins["ece"], "calibration": bins, "dropped_images": dropped}
 
     def _final_metrics(self, test: dict[str, Any]) -> dict[str, Any]:
         pseudo = self.diagnostics.compute() if self.learner.method.needs_unlabeled else {}
@@ -320,13 +349,14 @@ class Trainer:
                 f"run folder '{self.run_dir}' already holds {last}; set output.resume=true to continue it, "
                 "or choose another output.name (or delete the folder) to start over"
             )
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._log_handler = _attach_file_log(self.folder.train_log)
         if last.is_file():
             self._resume(last)
         elif self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.folder.config)
-        if self.dist.is_main:
-            _attach_file_log(self.folder.train_log)
+            logger.info("started %s: %d iterations", self.run_dir, self.cfg.optim.iterations)
         barrier()
 
     def _resume(self, last: Path) -> None:
@@ -354,6 +384,9 @@ class Trainer:
             "unlabeled_stream": self.unlabeled_stream.state_dict() if self.unlabeled_stream else None,
             "diagnostics": self.diagnostics.state_dict(),
             "rng": ckpt.rng_state(),
+            "base_sha256": self.base_sha256,  # resume and predict check the base model against it
+            "loss_sums": {k: float(v) for k, v in self.loss_sums.items()},
+            "loss_steps": self.loss_steps,
         }
 
     def save_checkpoint(self, name: str) -> None:
@@ -364,6 +397,8 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         self._check_resumable(path, state["config"])
+        verify_base_hash(self.base_sha256, self.foundation.identifier, state.get("base_sha256"), self.run_dir,
+                         state["config"]["model"]["name"])
         self._resumed_records = state.get("metrics_records")  # metrics.jsonl length at the save
         self.learner.encoder.load_tuned_state_dict(state["encoder"])
         self.learner.method.load_state_dict(state["method"])
@@ -379,6 +414,9 @@ class Trainer:
         self.diagnostics.load_state_dict(state["diagnostics"])
         ckpt.set_rng_state(state["rng"])
         self.state = TrainState(**state["train_state"])
+        self.loss_sums.clear()
+        self.loss_sums.update({k: torch.tensor(v, device=self.device) for k, v in state.get("loss_sums", {}).items()})
+        self.loss_steps = state.get("loss_steps", 0)
 
     def _check_resumable(self, path: Path, saved: dict[str, Any]) -> None:
         """Refuse to continue a checkpoint under a config that changes the training itself."""
@@ -432,7 +470,8 @@ def _tolist(values: dict[str, Tensor]) -> dict[str, Any]:
     return {k: v.detach().cpu().tolist() if isinstance(v, Tensor) else v for k, v in values.items()}
 
 
-def _attach_file_log(path: Path) -> None:
+def _attach_file_log(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("ulfine").addHandler(handler)
+    return handler

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,6 +17,7 @@ import open_clip
 import torch
 from open_clip.factory import parse_model_name
 from open_clip.transform import PreprocessCfg, image_transform_v2
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from ulfine.config import ModelConfig
@@ -41,6 +43,36 @@ def _simple(cfg: ModelConfig) -> Sequence[Template]:
 @TEMPLATE_SETS.register("openai")
 def _openai(cfg: ModelConfig) -> Sequence[Template]:
     return open_clip.OPENAI_IMAGENET_TEMPLATES
+
+
+class BaseModelMismatchError(UlfineError, ValueError):
+    """The base model found at ``model.name`` is not the one a run or export was fine-tuned on."""
+
+
+def verify_base_hash(found: str, identifier: str, recorded: str | None, source: str | Path,
+                     trained_on: str) -> None:
+    """Raise `BaseModelMismatchError` when the image tower loaded from ``identifier`` (sha256
+    ``found``, `Foundation.weights_hash`) is not the one (``recorded``) that ``source`` (a run or
+    an export) was fine-tuned on; ``recorded`` None: not recorded (a run from before the check)."""
+    if recorded is None or found == recorded:
+        return
+    raise BaseModelMismatchError(
+        f"base model '{identifier}' does not match '{source}': its image tower has sha256 {found}, "
+        f"but '{source}' was fine-tuned on '{trained_on}' with sha256 {recorded}. Pass the original "
+        "weights (--model / model_name= to predict, model.name= to resume)."
+    )
+
+
+class ModelWeightsError(UlfineError, ValueError):
+    """A weights file that exists but cannot be read (corrupt or truncated)."""
+
+
+_UNREADABLE = (SafetensorError, pickle.UnpicklingError, EOFError)
+
+
+def _unreadable(what: str, err: BaseException) -> ModelWeightsError:
+    return ModelWeightsError(f"the weights of {what} are unreadable, corrupt or truncated ({type(err).__name__}: "
+                             f"{err}); copy or download the weights file again")
 
 
 class ModelNotFoundError(UlfineError, FileNotFoundError):
@@ -122,6 +154,8 @@ def _build(cfg: ModelConfig) -> nn.Module:
     pretrained = cfg.pretrained if schema is None else None
     try:
         return open_clip.create_model(cfg.name, pretrained=pretrained, cache_dir=cfg.cache_dir)
+    except _UNREADABLE as err:
+        raise _unreadable(f"model '{cfg.name}'", err) from err
     except (RuntimeError, OSError) as err:
         raise ModelNotFoundError(
             f"could not load weights for model '{cfg.name}' (pretrained={pretrained!r}): {err}. "
@@ -134,7 +168,10 @@ def _build_with_checkpoint(cfg: ModelConfig) -> nn.Module:
     if not path.is_file():
         raise ModelNotFoundError(f"model.checkpoint file '{path}' does not exist. {_OFFLINE_HINT}")
     model = open_clip.create_model(cfg.name, pretrained=None, load_weights=False)
-    open_clip.load_checkpoint(model, str(path))
+    try:
+        open_clip.load_checkpoint(model, str(path))
+    except _UNREADABLE as err:
+        raise _unreadable(f"model.checkpoint '{path}'", err) from err
     return model
 
 

@@ -15,17 +15,23 @@ from ulfine.runfolder import RunFolder
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl`` in file order ([] when there is none)."""
+    """The records of ``run_dir/metrics.jsonl`` in file order ([] when there is none).
+
+    A cut-off last line (a run killed while writing it; its resume drops it too) is left out;
+    a broken line elsewhere is an error naming it."""
     path = RunFolder(run_dir).metrics_log
     if not path.is_file():
         return []
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
             raise RunFolderError(f"'{path}' line {number} is not valid JSON: {err}") from err
     return records
 
