@@ -154,8 +154,8 @@ def test_stl10_unlabeled_binary_trains(method: str, tmp_path: Path, tiny_clip_di
         f"model.name=local-dir:{tiny_clip_dir}", f"data.root={tmp_path / 'stl10'}", "data.download=false",
         "data.n1=4", "data.gamma_l=4", "data.batch_size=4", "data.uratio=2", "data.num_workers=0",
         "optim.iterations=2", "optim.warmup_iterations=1", "train.precision=fp32", "train.device=cpu",
-        "train.eval_every=1", "train.log_every=1", "method.threshold=0.1", "method.acr.est_every=1",
-        "strategy.adapter_dim=4", f"method.name={method}", f"output.dir={tmp_path / 'runs'}",
+        "train.eval_every=1", "train.log_every=1", "method.threshold=0.1",
+        *(["method.acr.est_every=1"] if method == "acr" else []), "strategy.adapter_dim=4", f"method.name={method}", f"output.dir={tmp_path / 'runs'}",
         "output.tensorboard=false",
     ])
     trainer = Trainer(cfg)
