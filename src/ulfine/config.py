@@ -61,7 +61,10 @@ class DataConfig:
 
 @dataclass
 class StrategyConfig:
-    name: Literal["zeroshot", "lp", "lft", "fft"] = "lft"
+    # scratch: a randomly initialised `backbone` at the dataset's native resolution, with linear
+    # heads; no foundation model is loaded (ULFINE.md section 4)
+    name: Literal["zeroshot", "lp", "lft", "fft", "scratch"] = "lft"
+    backbone: str = "wrn28_2"  # scratch: wrn28_2 (FixMatch / ACR on CIFAR-10) | wrn28_8
     peft: str = "adaptformer"  # lft module: adaptformer | lora | vpt | bitfit
     adapter_dim: int = 64  # AdaptFormer bottleneck r
     adapter_scale: float = 0.1  # AdaptFormer output scale s
@@ -372,6 +375,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(
             f"strategy.name = 'zeroshot' trains nothing, but optim.iterations = {cfg.optim.iterations}; "
             "set optim.iterations=0 (or use strategy.name=lp to train heads on the frozen encoder)"
+        )
+    if cfg.strategy.name == "scratch" and cfg.method.name == "ulfine":
+        raise ConfigError(
+            "method.name = 'ulfine' needs CLIP's text prototypes, which strategy.name = 'scratch' "
+            "does not have (it loads no foundation model); use a foundation-model strategy "
+            "(lp, lft, fft) with ulfine, or fixmatch / fixmatch_la / acr / supervised with scratch"
         )
     return cfg
 

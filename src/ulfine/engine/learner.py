@@ -9,6 +9,17 @@ has its loss multiplied by 0, so its encoder forward and backward add exactly no
 method says which strong images can count (`SSLMethod.strong_mask`, from the weak view); only
 those go through the autograd forward, and the others get z = 0 in a full-size z_strong, so
 the method's step, its losses and the gradients are those of the dense step.
+
+BatchNorm encoders (``encoder.joint_views``, the from-scratch backbones) run labeled, weak and
+strong views in one forward with autograd, as FixMatch does: the batch statistics are those of
+the whole step (a separate weak forward in train mode would normalise the weak view with its
+own statistics and update the running statistics twice per step, and the sparse strong view
+would make the labeled features depend on which strong images pass). z_weak is detached, so
+the pseudo-labels carry no gradient; the weak images still get one through the shared batch
+statistics, as in FixMatch.
+
+``encoded`` counts the images of the last forward per path (``grad``: forward + backward,
+``no_grad``: forward only), which the trainer turns into training FLOPs (`ulfine.engine.cost`).
 """
 from __future__ import annotations
 
@@ -27,6 +38,10 @@ class Learner(nn.Module):
         self.encoder = encoder
         self.method = method
         self.sparse_strong = sparse_strong
+        self.encoded = {"grad": 0, "no_grad": 0}
+
+    def _count(self, grad: int = 0, no_grad: int = 0) -> None:
+        self.encoded = {"grad": grad, "no_grad": no_grad}
 
     def _grad(self, needed: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if needed and not self.encoder.is_frozen else torch.no_grad()
@@ -42,20 +57,33 @@ class Learner(nn.Module):
         (unless the method asks otherwise); labeled + strong share one forward with autograd,
         restricted to the strong images that can count when ``sparse_strong`` is on.
         A frozen encoder needs no autograd at all, so it runs all views in one no-grad forward."""
+        images = labeled.dim() > 2  # cached features (2-d) never reach the encoder
+        frozen = self.encoder.is_frozen
         if weak is None or strong is None:
+            self._count(**{("no_grad" if frozen else "grad"): len(labeled) * images})
             with self._grad(True):
                 return self.embed(labeled), None, None
-        if self.encoder.is_frozen:
+        total = len(labeled) + len(weak) + len(strong)
+        if frozen:
+            self._count(no_grad=total * images)
             with torch.no_grad():
                 z = self.embed(torch.cat([labeled, weak, strong]))
             return tuple(z.split([len(labeled), len(weak), len(strong)]))
+        if self.encoder.joint_views:
+            self._count(grad=total)
+            z_l, z_weak, z_s = self.embed(torch.cat([labeled, weak, strong])).split(
+                [len(labeled), len(weak), len(strong)])
+            return z_l, (z_weak if self.method.needs_weak_grad else z_weak.detach()), z_s
         with self._grad(self.method.needs_weak_grad):
             z_weak = self.embed(weak)
+        weak_grad = len(weak) if self.method.needs_weak_grad else 0
         keep = self._strong_indices(z_weak)
         if keep is None:
+            self._count(grad=len(labeled) + len(strong) + weak_grad, no_grad=len(weak) - weak_grad)
             with self._grad(True):
                 z_both = self.embed(torch.cat([labeled, strong]))
             return z_both[: len(labeled)], z_weak, z_both[len(labeled):]
+        self._count(grad=len(labeled) + len(keep) + weak_grad, no_grad=len(weak) - weak_grad)
         with self._grad(True):  # labeled images always go in: every encoder weight gets a gradient (DDP)
             z_both = self.embed(torch.cat([labeled, strong[keep]]))
         z_kept = z_both[len(labeled):]

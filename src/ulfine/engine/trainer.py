@@ -6,10 +6,19 @@ gradient accumulation), clip, optimiser + schedule step, the method's no-grad up
 weight EMA. Evaluation, logging and checkpoints happen at fixed iteration intervals. The run
 folder holds config.yaml, train.log, metrics.jsonl, TensorBoard scalars, checkpoints/ and
 metrics.json.
+
+Cost (`ulfine.engine.cost`): every run records ``images_seen`` (labeled + unlabeled images
+drawn, an unlabeled image counted once for its two views), ``train_flops`` and
+``train_seconds`` (the training steps only, not evaluation or checkpoints), cumulative and
+checkpointed, in metrics.json and in every evaluation record of metrics.jsonl (``cost``).
+
+``strategy.name=scratch`` loads no foundation model: a randomly initialised backbone at the
+dataset's native resolution and statistics, linear heads initialised at random.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -28,6 +37,7 @@ from ulfine.config import ConfigError, RunConfig, save_config, to_dict
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine.amp import autocast, resolve_device
+from ulfine.engine.cost import FlopsPerImage, measure_flops_per_image
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.feature_cache import feature_data
@@ -38,7 +48,8 @@ from ulfine.methods.base import MethodContext, StepOutput, build_method
 from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
 from ulfine.metrics.pseudo import PseudoLabelDiagnostics
-from ulfine.models.encoder import build_image_encoder
+from ulfine.data.transforms import native_preprocess_cfg
+from ulfine.models.encoder import build_image_encoder, build_scratch_encoder
 from ulfine.models.foundation import Foundation, load_foundation, templates_for
 
 logger = logging.getLogger(__name__)
@@ -64,6 +75,8 @@ class TrainState:
     best_top1: float = -1.0
     best_iteration: int = -1
     train_seconds: float = 0.0
+    images_seen: int = 0
+    train_flops: float = 0.0
 
 
 class Trainer:
@@ -80,8 +93,14 @@ class Trainer:
         self.state = TrainState()
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received during fit
         ckpt.seed_everything(cfg.train.seed)
-        self.foundation = foundation or load_foundation(cfg.model, self.device)
-        self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
+        self.scratch = cfg.strategy.name == "scratch"
+        if self.scratch:  # never loads a foundation model (nor its text tower)
+            self.foundation = None
+            self.data = data or build_ltssl_data(cfg.data, native_preprocess_cfg(cfg.data.dataset))
+        else:
+            self.foundation = foundation or load_foundation(cfg.model, self.device)
+            self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
+        self.flops_per_image: FlopsPerImage | None = None  # measured on the first step
         self._build_model()
         self._build_optimisation()
         self._build_streams()
@@ -92,14 +111,24 @@ class Trainer:
     def _build_model(self) -> None:
         cfg = self.cfg
         names = self.data.class_names
-        self.text_prototypes = self.foundation.text_prototypes(names, templates_for(cfg.model))
-        encoder = build_image_encoder(self.foundation.visual, cfg.strategy)
+        head = cfg.head
+        if self.scratch:
+            self.text_prototypes = None
+            encoder = build_scratch_encoder(cfg.strategy)
+            if head.name != "linear":
+                logger.warning("strategy.name=scratch: the heads are linear classifiers on the backbone's "
+                               "features (as FixMatch's WRN), head.name=%s is not used", head.name)
+            head = dataclasses.replace(head, name="linear", init_from_text=False)
+        else:
+            self.text_prototypes = self.foundation.text_prototypes(names, templates_for(cfg.model))
+            encoder = build_image_encoder(self.foundation.visual, cfg.strategy)
         ctx = MethodContext(
             num_classes=len(names),
-            text_prototypes=self.text_prototypes.cpu(),
+            text_prototypes=None if self.text_prototypes is None else self.text_prototypes.cpu(),
             labeled_counts=torch.as_tensor(self.data.labeled_counts, dtype=torch.float32),
-            head=cfg.head,
+            head=head,
             total_iterations=cfg.optim.iterations,
+            feature_dim=getattr(encoder, "feature_dim", None),
         )
         method = build_method(cfg.method, ctx)
         self.learner = Learner(encoder, method, cfg.train.sparse_strong).to(self.device)
@@ -192,12 +221,18 @@ class Trainer:
             batch = self._next_batch()
             sync = micro == cfg.optim.grad_accum - 1 or not self.dist.enabled
             context = self.model.no_sync() if not sync else contextlib.nullcontext()
+            if self.flops_per_image is None:
+                self.flops_per_image = measure_flops_per_image(self.learner, tuple(batch["labeled"].shape[1:]),
+                                                               self.device)
             with context:
                 with autocast(self.device, cfg.train.precision):
                     out: StepOutput = self.model(batch["labeled"], batch["targets"], batch["weak"], batch["strong"])
                 self._check_finite(out)
                 loss = sum(out.losses.values()) / cfg.optim.grad_accum
                 self.scaler.scale(loss).backward()
+            views = sum(len(batch[k]) for k in ("labeled", "weak", "strong") if batch[k] is not None)
+            self.state.train_flops += self.dist.world_size * self.flops_per_image.step(
+                views=views, **self.learner.encoded)
             for name, value in out.losses.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float() / cfg.optim.grad_accum
             if out.pseudo is not None and batch["hidden"] is not None:
@@ -205,6 +240,7 @@ class Trainer:
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.learner.parameters(), cfg.optim.grad_clip)
+        self.state.images_seen += cfg.data.batch_size * (1 + (cfg.data.uratio if self.unlabeled_stream else 0))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -250,7 +286,7 @@ class Trainer:
             # checkpoint first: a run killed after it redoes the final record and metrics.json
             # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
             self.save_checkpoint("last")
-            log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
+            log.write(self.state.iteration, {"test": final, "cost": self.cost(), **({"val": result["val"]} if "val" in result else {})})
             ckpt.atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2))
         log.close()
         barrier()
@@ -265,7 +301,7 @@ class Trainer:
             bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
             sums.clear()
         if it % cfg.train.eval_every == 0 and it < cfg.optim.iterations:
-            record = {"test": self.evaluate("test")}
+            record = {"test": self.evaluate("test"), "cost": self.cost()}
             if self.data.val is not None:
                 record["val"] = self.evaluate("val")
             record["pseudo"] = self.diagnostics.compute()
@@ -279,6 +315,11 @@ class Trainer:
                 self.save_checkpoint("best")
         if it % cfg.train.checkpoint_every == 0:
             self.save_checkpoint("last")
+
+    def cost(self) -> dict[str, float]:
+        """The cumulative training cost so far (module docstring)."""
+        return {"images_seen": self.state.images_seen, "train_flops": self.state.train_flops,
+                "train_seconds": self.state.train_seconds}
 
     # ------------------------------------------------------------ evaluation
     def eval_module(self) -> Learner:
@@ -305,7 +346,8 @@ class Trainer:
         pseudo = self.diagnostics.compute() if self.learner.method.needs_unlabeled else {}
         return {
             **test,
-            "train_seconds": self.state.train_seconds,
+            **self.cost(),
+            "flops_per_image": self.flops_per_image.to_dict() if self.flops_per_image else None,
             "iterations": self.state.iteration,
             "best_selection_top1": self.state.best_top1,  # val class_mean when there is a val split, else test top1
             "best_iteration": self.state.best_iteration,

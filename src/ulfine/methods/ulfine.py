@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ulfine.config import MethodConfig, ULFineConfig
+from ulfine.config import ConfigError, MethodConfig, ULFineConfig
 from ulfine.methods.base import METHODS, MethodContext, PseudoLabels, SSLMethod, StepOutput
 from ulfine.methods.losses import log_prior, logit_adjusted_ce, masked_ce
 from ulfine.methods.pseudo import EMADistribution, class_histogram, global_sum, pseudo_labels
@@ -115,6 +115,8 @@ def ema_class_means(proto_visual: Tensor, z: Tensor, targets: Tensor, momentum: 
 
 
 def _check_context(ctx: MethodContext) -> None:
+    if ctx.text_prototypes is None:
+        raise ConfigError("ulfine needs CLIP's text prototypes; strategy.name=scratch has none")
     shape = tuple(ctx.text_prototypes.shape)
     if len(shape) != 2 or shape[0] != ctx.num_classes:
         raise ValueError(f"ulfine: text_prototypes must be [num_classes={ctx.num_classes}, D], got {shape}")

@@ -8,6 +8,10 @@
   parameters train.
 - ``fft``: every visual weight trains, at ``strategy.encoder_lr`` when set.
 
+- ``scratch``: no foundation model; a randomly initialised backbone (``strategy.backbone``,
+  `ulfine.models.backbones`) whose pooled features go, unnormalised, to the methods' linear
+  heads (`ScratchEncoder`).
+
 The text tower is never seen here: the encoder wraps ``model.visual`` only.
 
 Attention: open_clip 3.3.0 blocks call ``nn.MultiheadAttention`` with ``need_weights=False``,
@@ -56,6 +60,10 @@ class ImageEncoder(nn.Module):
     The tuned parameters are identified by name, so ``tuned_state_dict`` holds exactly what
     fine-tuning changed (the PEFT container, all visual weights for FFT, nothing for LP).
     """
+
+    # True for encoders with BatchNorm (scratch): the learner then runs all views in one forward
+    # (FixMatch's), so batch statistics do not depend on which strong images are kept
+    joint_views: bool = False
 
     def __init__(self, visual: nn.Module, tuned_names: frozenset[str], encoder_lr: float | None) -> None:
         super().__init__()
@@ -125,3 +133,36 @@ def build_image_encoder(visual: nn.Module, cfg: StrategyConfig) -> ImageEncoder:
                 f" ({cfg.peft})" if cfg.name == "lft" else "", count)
     encoder_lr = cfg.encoder_lr if cfg.name == "fft" else None
     return ImageEncoder(visual, tuned, encoder_lr)
+
+
+class ScratchEncoder(ImageEncoder):
+    """A randomly initialised backbone: every weight trains, features stay unnormalised (the
+    linear head is the network's classifier, as in FixMatch's WRN), and the state is the whole
+    ``state_dict`` (BatchNorm running statistics included)."""
+
+    joint_views = True
+
+    def __init__(self, backbone: nn.Module) -> None:
+        names = frozenset(f"visual.{name}" for name, _ in backbone.named_parameters())
+        super().__init__(backbone, names, None)
+        self.feature_dim: int = backbone.feature_dim
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.visual(images)
+
+    def tuned_state_dict(self) -> dict[str, Tensor]:
+        return {name: value.detach().clone() for name, value in self.state_dict().items()}
+
+    @torch.no_grad()
+    def load_tuned_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.load_state_dict(state, strict=True)
+
+
+def build_scratch_encoder(cfg: StrategyConfig) -> ScratchEncoder:
+    """``strategy.backbone``, freshly initialised (draws from the global RNG: seed first)."""
+    from ulfine.models.backbones import build_backbone
+
+    encoder = ScratchEncoder(build_backbone(cfg.backbone))
+    logger.info("strategy scratch (%s): %d trainable parameters", cfg.backbone,
+                sum(param.numel() for param in encoder.parameters()))
+    return encoder

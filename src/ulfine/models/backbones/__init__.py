@@ -1,0 +1,22 @@
+"""Randomly initialised backbones for the from-scratch strategy (``strategy.name=scratch``).
+
+A backbone maps images [B, 3, H, W] at the dataset's native resolution to pooled features
+[B, feature_dim]; the classifier is the method's own linear head. Registered by name
+(``strategy.backbone``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ulfine.registry import Registry
+
+BACKBONES: Registry[Callable[[], nn.Module]] = Registry("backbone")
+
+
+def build_backbone(name: str) -> nn.Module:
+    """A freshly initialised backbone ``name``; it has a ``feature_dim`` attribute."""
+    import ulfine.models.backbones.wrn  # noqa: F401  (registers the built-in backbones)
+
+    return BACKBONES.get(name)()
