@@ -86,3 +86,14 @@ def test_cost_is_recorded_and_survives_resume(tiny_clip_dir: Path, tiny_folder: 
     evals = [r for r in records if "test" in r]
     assert [r["cost"]["images_seen"] for r in evals] == [3 * 12, 6 * 12]
     assert evals[-1]["cost"]["train_flops"] == resumed["train_flops"]
+
+
+def test_scratch_runs_are_refused_by_load_run_with_a_clear_error(tiny_folder: Path, tmp_path: Path) -> None:
+    from ulfine.api import load_run
+    from ulfine.commands.export import export_run
+
+    trainer = scratch_trainer(tiny_folder, tmp_path, "method.name=supervised", "optim.iterations=1", "output.name=run")
+    trainer.fit()
+    for load in (load_run, export_run):
+        with pytest.raises(ConfigError, match="scratch run"):
+            load(tmp_path / "run")
