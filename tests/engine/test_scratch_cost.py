@@ -97,3 +97,29 @@ def test_scratch_runs_are_refused_by_load_run_with_a_clear_error(tiny_folder: Pa
     for load in (load_run, export_run):
         with pytest.raises(ConfigError, match="scratch run"):
             load(tmp_path / "run")
+
+
+def test_scratch_ema_copies_batchnorm_statistics(tiny_folder: Path, tmp_path: Path) -> None:
+    """As FixMatch's ModelEMA: weights averaged, BatchNorm running statistics copied (an average
+    of BN's own slow average would lag far behind it)."""
+    trainer = scratch_trainer(tiny_folder, tmp_path, "method.name=fixmatch", "optim.iterations=3", "optim.ema=0.999")
+    trainer.fit(until=2)
+    ema_encoder = trainer.ema.module.encoder
+    for average, current in zip(ema_encoder.buffers(), trainer.learner.encoder.buffers()):
+        assert torch.equal(average, current)
+    first = next(ema_encoder.parameters())
+    assert not torch.equal(first, next(trainer.learner.encoder.parameters()))
+
+
+@pytest.mark.shared
+def test_scratch_on_cifar10_uses_native_size_and_statistics(cifar10_dir: Path, tmp_path: Path) -> None:
+    """The offline config with strategy=scratch and a model path that does not exist: nothing
+    tries to load it, and the views are 32 px with CIFAR-10's mean / std (not CLIP's)."""
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "offline" / "miniclip_cifar10lt.yaml", [
+        "strategy.name=scratch", "method.name=fixmatch_la", "model.name=local-dir:/nonexistent/clip",
+        f"data.root={cifar10_dir}", f"output.dir={tmp_path}", "train.device=cpu"])
+    trainer = Trainer(cfg)
+    image = trainer.data.test[0]["image"]
+    assert image.shape == (3, 32, 32)
+    normalize = trainer.data.unlabeled.transforms["weak"].transforms[-1]
+    assert tuple(normalize.mean) == (0.4914, 0.4822, 0.4465)

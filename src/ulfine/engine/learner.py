@@ -56,7 +56,8 @@ class Learner(nn.Module):
         """z for each view. The weak view only makes pseudo-labels, so it runs without autograd
         (unless the method asks otherwise); labeled + strong share one forward with autograd,
         restricted to the strong images that can count when ``sparse_strong`` is on.
-        A frozen encoder needs no autograd at all, so it runs all views in one no-grad forward."""
+        A frozen encoder needs no autograd at all, so it runs all views in one no-grad forward;
+        a BatchNorm encoder (``joint_views``) runs all views in one autograd forward (module doc)."""
         images = labeled.dim() > 2  # cached features (2-d) never reach the encoder
         frozen = self.encoder.is_frozen
         if weak is None or strong is None:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ulfine.config import ConfigError, RunConfig, save_config, to_dict
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
+from ulfine.data.transforms import native_preprocess_cfg
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.cost import FlopsPerImage, measure_flops_per_image
@@ -48,7 +49,6 @@ from ulfine.methods.base import MethodContext, StepOutput, build_method
 from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
 from ulfine.metrics.pseudo import PseudoLabelDiagnostics
-from ulfine.data.transforms import native_preprocess_cfg
 from ulfine.models.encoder import build_image_encoder, build_scratch_encoder
 from ulfine.models.foundation import Foundation, load_foundation, templates_for
 
@@ -247,6 +247,10 @@ class Trainer:
         self.learner.method.after_optimizer_step()
         if self.ema is not None:
             self.ema.update_parameters(self.learner)
+            if self.learner.encoder.joint_views:  # FixMatch's EMA: BatchNorm statistics copied, not averaged
+                with torch.no_grad():
+                    for average, current in zip(self.ema.module.encoder.buffers(), self.learner.encoder.buffers()):
+                        average.copy_(current)
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
         """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content.
@@ -286,7 +290,8 @@ class Trainer:
             # checkpoint first: a run killed after it redoes the final record and metrics.json
             # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
             self.save_checkpoint("last")
-            log.write(self.state.iteration, {"test": final, "cost": self.cost(), **({"val": result["val"]} if "val" in result else {})})
+            log.write(self.state.iteration, {"test": final, "cost": self.cost(),
+                                             **({"val": result["val"]} if "val" in result else {})})
             ckpt.atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2))
         log.close()
         barrier()
