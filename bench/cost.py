@@ -187,6 +187,10 @@ def _fmt(value: float | None, spec: str = ".2f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
+def _ratio(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}x"
+
+
 def report(curves: dict[str, list[Point]], summary: dict, argv: list[str], figure: Path, trained_by: str) -> str:
     lines = ["# Accuracy vs. training cost: scratch (WRN-28-2) vs. MiniCLIP strategies, CIFAR-10-LT", "",
              f"- command: `{shlex.join(['python', 'bench/cost.py', *argv])}`",
@@ -208,8 +212,7 @@ def report(curves: dict[str, list[Point]], summary: dict, argv: list[str], figur
                   "|---|---|---|---|"]
         for cell, entry in summary["scratch"].items():
             lines.append(
-                f"| {cell} | {_fmt(entry['cost_ratio_flops'], '.1f', 'not reached')}x; "
-                f"{_fmt(entry['cost_ratio_seconds'], '.1f', 'not reached')}x | "
+                f"| {cell} | {_ratio(entry['cost_ratio_flops'])}; {_ratio(entry['cost_ratio_seconds'])} | "
                 f"{_fmt(entry['accuracy_at_10x_flops'], '.2f', 'beyond the curve')}; "
                 f"{_fmt(entry['accuracy_at_10x_seconds'], '.2f', 'beyond the curve')} | "
                 f"{entry['budget_ratio_flops']:.1f}x |")
