@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ulfine.config import ModelConfig, RunConfig, load_config, run_config, to_dict
+from ulfine.config import ConfigError, ModelConfig, RunConfig, load_config, run_config, to_dict
 from ulfine.data import build_splits
 from ulfine.data.sources import BadImageError, FileSource, as_rgb
 from ulfine.engine.amp import autocast, resolve_device
@@ -141,6 +141,15 @@ def read_tuned_state(path: str | Path) -> TunedState:
     )
 
 
+def refuse_scratch(state: TunedState) -> None:
+    """Runs of strategy.name=scratch have no base model to load the tuned state onto."""
+    if state.cfg.strategy.name == "scratch":
+        raise ConfigError(
+            f"'{state.source}' is a strategy.name=scratch run (no foundation model); loading it for "
+            "predict / export / report is not supported yet: its metrics.json and checkpoints hold the results"
+        )
+
+
 def write_export(state: TunedState, foundation: Foundation, out_dir: str | Path) -> Path:
     """Write ``state`` as an export folder; ``foundation`` is its (untouched) base model, whose
     image-tower hash is recorded so loading onto different weights fails loudly."""
@@ -212,6 +221,7 @@ def load_run(
     still checks the image-tower hash. ``precision`` defaults to the run's ``train.precision``,
     which is what its test metrics were computed with."""
     state = read_tuned_state(path)
+    refuse_scratch(state)
     model = state.cfg.model if model_name is None else dataclasses.replace(state.cfg.model, name=model_name)
     device = resolve_device(str(device))
     try:

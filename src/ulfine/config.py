@@ -159,7 +159,9 @@ class DataConfig(Components):
 
 @dataclass
 class StrategyConfig(Components):
-    name: Literal["zeroshot", "lp", "lft", "fft"] = "lft"
+    # scratch: a randomly initialised backbone (strategy.scratch.backbone) at the dataset's native
+    # resolution, with linear heads; no foundation model is loaded (ULFINE.md section 4)
+    name: Literal["zeroshot", "lp", "lft", "fft", "scratch"] = "lft"
     peft: str = "adaptformer"  # lft module (models/peft/<name>.py): adaptformer | lora | vpt | bitfit
     options: Any = component(STRATEGIES)  # strategy.<name>.*: e.g. fft's encoder_lr
     peft_options: Any = component(PEFT, selector="peft", when=("name", "lft"))  # strategy.<peft>.*
@@ -524,6 +526,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(
             f"strategy.name = 'zeroshot' trains nothing, but optim.iterations = {cfg.optim.iterations}; "
             "set optim.iterations=0 (or use strategy.name=lp to train heads on the frozen encoder)"
+        )
+    if cfg.strategy.name == "scratch" and cfg.method.name == "ulfine":
+        raise ConfigError(
+            "method.name = 'ulfine' needs CLIP's text prototypes, which strategy.name = 'scratch' "
+            "does not have (it loads no foundation model); use a foundation-model strategy "
+            "(lp, lft, fft) with ulfine, or fixmatch / fixmatch_la / acr / supervised with scratch"
         )
     return cfg
 

@@ -112,6 +112,7 @@ def metrics_without_time(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for record in records:
         record.pop("time")
+        record.get("cost", {}).pop("train_seconds", None)  # wall clock; images and FLOPs must match
     return final, records
 
 

@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ulfine.api import EXPORT_JSON, EXPORT_WEIGHTS, check_base_model, read_run, write_export
+from ulfine.api import EXPORT_JSON, EXPORT_WEIGHTS, check_base_model, read_run, refuse_scratch, write_export
 from ulfine.models.foundation import load_foundation
 from ulfine.runfolder import RunFolder
 
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Export ``run_dir`` (its checkpoints/last.pt) to ``out_dir`` (default ``run_dir/export``)."""
     state = read_run(run_dir)
+    refuse_scratch(state)
     foundation = load_foundation(state.cfg.model)
     check_base_model(foundation, state)
     return write_export(state, foundation, out_dir or RunFolder(run_dir).export)

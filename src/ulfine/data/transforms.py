@@ -72,6 +72,24 @@ def cutout(area: float) -> list[Transform]:
     return [T.RandomErasing(p=1.0, scale=(0.0, area), ratio=(1.0, 1.0), value=0)] if area > 0 else []
 
 
+# Native resolution and channel statistics for a backbone trained from scratch
+# (strategy.name=scratch), which has no model preprocess config: FixMatch's / ACR's values.
+NATIVE_PREPROCESS: dict[str, dict[str, Any]] = {
+    "cifar10": {"size": 32, "mean": (0.4914, 0.4822, 0.4465), "std": (0.2471, 0.2435, 0.2616)},
+    "cifar100": {"size": 32, "mean": (0.5071, 0.4867, 0.4408), "std": (0.2675, 0.2565, 0.2761)},
+}
+
+
+def native_preprocess_cfg(dataset: str) -> dict[str, Any]:
+    """A preprocess dict (as `build_transforms` takes) at ``dataset``'s own size and statistics."""
+    if dataset not in NATIVE_PREPROCESS:
+        raise ConfigError(
+            f"strategy.name = 'scratch' trains at the dataset's native resolution, known for "
+            f"{', '.join(NATIVE_PREPROCESS)}, not for data.dataset = '{dataset}'"
+        )
+    return dict(NATIVE_PREPROCESS[dataset])
+
+
 def build_transforms(preprocess_cfg: dict[str, Any], data_cfg: DataConfig) -> Transforms:
     """The three views of the module docstring, from the model's preprocess dict."""
     pcfg = to_preprocess_cfg(preprocess_cfg)

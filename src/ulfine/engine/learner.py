@@ -9,10 +9,23 @@ has its loss multiplied by 0, so its encoder forward and backward add exactly no
 method says which strong images can count (`SSLMethod.strong_mask`, from the weak view); only
 those go through the autograd forward, and the others get z = 0 in a full-size z_strong, so
 the method's step, its losses and the gradients are those of the dense step.
+
+BatchNorm encoders (``encoder.joint_views``, the from-scratch backbones) run labeled, weak and
+strong views in one forward with autograd, as FixMatch does: the batch statistics are those of
+the whole step (a separate weak forward in train mode would normalise the weak view with its
+own statistics and update the running statistics twice per step, and the sparse strong view
+would make the labeled features depend on which strong images pass). z_weak is detached, so
+the pseudo-labels carry no gradient; the weak images still get one through the shared batch
+statistics, as in FixMatch.
+
+``encoded`` counts the images of the last forward per path (``grad``: forward + backward,
+``no_grad``: forward only), which the trainer turns into training FLOPs (`ulfine.engine.cost`).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 from typing import Sequence
 
 import torch
@@ -20,8 +33,10 @@ from torch import Tensor, nn
 
 from ulfine.config import RunConfig
 from ulfine.methods.base import MethodContext, SSLMethod, StepOutput, build_method
-from ulfine.models.encoder import ImageEncoder, build_image_encoder
+from ulfine.models.encoder import ImageEncoder, build_image_encoder, build_scratch_encoder
 from ulfine.models.foundation import Foundation, templates_for
+
+logger = logging.getLogger(__name__)
 
 
 class Learner(nn.Module):
@@ -30,6 +45,10 @@ class Learner(nn.Module):
         self.encoder = encoder
         self.method = method
         self.sparse_strong = sparse_strong
+        self.encoded = {"grad": 0, "no_grad": 0}
+
+    def _count(self, grad: int = 0, no_grad: int = 0) -> None:
+        self.encoded = {"grad": grad, "no_grad": no_grad}
 
     def _grad(self, needed: bool) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if needed and not self.encoder.is_frozen else torch.no_grad()
@@ -44,21 +63,35 @@ class Learner(nn.Module):
         """z for each view. The weak view only makes pseudo-labels, so it runs without autograd
         (unless the method asks otherwise); labeled + strong share one forward with autograd,
         restricted to the strong images that can count when ``sparse_strong`` is on.
-        A frozen encoder needs no autograd at all, so it runs all views in one no-grad forward."""
+        A frozen encoder needs no autograd at all, so it runs all views in one no-grad forward;
+        a BatchNorm encoder (``joint_views``) runs all views in one autograd forward (module doc)."""
+        images = labeled.dim() > 2  # cached features (2-d) never reach the encoder
+        frozen = self.encoder.is_frozen
         if weak is None or strong is None:
+            self._count(**{("no_grad" if frozen else "grad"): len(labeled) * images})
             with self._grad(True):
                 return self.embed(labeled), None, None
-        if self.encoder.is_frozen:
+        total = len(labeled) + len(weak) + len(strong)
+        if frozen:
+            self._count(no_grad=total * images)
             with torch.no_grad():
                 z = self.embed(torch.cat([labeled, weak, strong]))
             return tuple(z.split([len(labeled), len(weak), len(strong)]))
+        if self.encoder.joint_views:
+            self._count(grad=total)
+            z_l, z_weak, z_s = self.embed(torch.cat([labeled, weak, strong])).split(
+                [len(labeled), len(weak), len(strong)])
+            return z_l, (z_weak if self.method.needs_weak_grad else z_weak.detach()), z_s
         with self._grad(self.method.needs_weak_grad):
             z_weak = self.embed(weak)
+        weak_grad = len(weak) if self.method.needs_weak_grad else 0
         keep = self._strong_indices(z_weak)
         if keep is None:
+            self._count(grad=len(labeled) + len(strong) + weak_grad, no_grad=len(weak) - weak_grad)
             with self._grad(True):
                 z_both = self.embed(torch.cat([labeled, strong]))
             return z_both[: len(labeled)], z_weak, z_both[len(labeled):]
+        self._count(grad=len(labeled) + len(keep) + weak_grad, no_grad=len(weak) - weak_grad)
         with self._grad(True):  # labeled images always go in: every encoder weight gets a gradient (DDP)
             z_both = self.embed(torch.cat([labeled, strong[keep]]))
         z_kept = z_both[len(labeled):]
@@ -84,17 +117,31 @@ class Learner(nn.Module):
         return self.method(self.embed(images))
 
 
-def build_learner(foundation: Foundation, cfg: RunConfig, class_names: Sequence[str],
+def build_learner(foundation: Foundation | None, cfg: RunConfig, class_names: Sequence[str],
                   labeled_counts: Sequence[int]) -> Learner:
     """Encoder + method (with its context) as a run builds them, on the CPU: the trainer trains
-    this, and ``api.load_run`` loads a run's tuned state into it, so both always agree."""
-    prototypes = foundation.text_prototypes(list(class_names), templates_for(cfg.model)).cpu()
+    this, and ``api.load_run`` loads a run's tuned state into it, so both always agree.
+
+    ``strategy.name=scratch`` has no foundation model (``foundation`` None): a fresh backbone, no
+    text prototypes, and linear heads initialised at random (FixMatch's WRN classifier)."""
+    head = cfg.head
+    if cfg.strategy.name == "scratch":
+        prototypes = None
+        encoder: ImageEncoder = build_scratch_encoder(cfg.strategy)
+        if head.name != "linear":
+            logger.warning("strategy.name=scratch: the heads are linear classifiers on the backbone's "
+                           "features (as FixMatch's WRN), head.name=%s is not used", head.name)
+        head = dataclasses.replace(head, name="linear", init_from_text=False)
+    else:
+        assert foundation is not None, "every strategy but scratch tunes a foundation model"
+        prototypes = foundation.text_prototypes(list(class_names), templates_for(cfg.model)).cpu()
+        encoder = build_image_encoder(foundation.visual, cfg.strategy)
     context = MethodContext(
         num_classes=len(class_names),
         text_prototypes=prototypes,
         labeled_counts=torch.as_tensor(list(labeled_counts), dtype=torch.float32),
-        head=cfg.head,
+        head=head,
         total_iterations=cfg.optim.iterations,
+        feature_dim=getattr(encoder, "feature_dim", None),
     )
-    encoder = build_image_encoder(foundation.visual, cfg.strategy)
     return Learner(encoder, build_method(cfg.method, context), cfg.train.sparse_strong)

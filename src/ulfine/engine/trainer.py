@@ -6,6 +6,14 @@ gradient accumulation), clip, optimiser + schedule step, the method's no-grad up
 weight EMA. Evaluation, logging and checkpoints happen at fixed iteration intervals. The run
 folder holds config.yaml, train.log, metrics.jsonl, TensorBoard scalars, checkpoints/ and
 metrics.json.
+
+Cost (`ulfine.engine.cost`): every run records ``images_seen`` (labeled + unlabeled images
+drawn, an unlabeled image counted once for its two views), ``train_flops`` and
+``train_seconds`` (the training steps only, not evaluation or checkpoints), cumulative and
+checkpointed, in metrics.json and in every evaluation record of metrics.jsonl (``cost``).
+
+``strategy.name=scratch`` loads no foundation model: a randomly initialised backbone at the
+dataset's native resolution and statistics, linear heads initialised at random.
 """
 from __future__ import annotations
 
@@ -26,9 +34,11 @@ from tqdm.auto import tqdm
 
 from ulfine.config import ConfigError, RunConfig, save_config, to_dict, upgrade
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
+from ulfine.data.transforms import native_preprocess_cfg
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine import runlock
 from ulfine.engine.amp import autocast, resolve_device
+from ulfine.engine.cost import FlopsPerImage, measure_flops_per_image
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.feature_cache import feature_data
@@ -66,6 +76,8 @@ class TrainState:
     best_top1: float = -1.0
     best_iteration: int = -1
     train_seconds: float = 0.0
+    images_seen: int = 0
+    train_flops: float = 0.0
 
 
 class Trainer:
@@ -88,9 +100,16 @@ class Trainer:
         self.loss_steps = 0
         self._log_handler: logging.Handler | None = None  # train.log, attached while fit runs
         ckpt.seed_everything(cfg.train.seed)
-        self.foundation = foundation or load_foundation(cfg.model, self.device)
-        self.base_sha256 = self.foundation.weights_hash()  # before PEFT/FFT touch the image tower
-        self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
+        self.scratch = cfg.strategy.name == "scratch"
+        if self.scratch:  # never loads a foundation model (nor its text tower)
+            self.foundation = None
+            self.base_sha256 = None
+            self.data = data or build_ltssl_data(cfg.data, native_preprocess_cfg(cfg.data.dataset))
+        else:
+            self.foundation = foundation or load_foundation(cfg.model, self.device)
+            self.base_sha256 = self.foundation.weights_hash()  # before PEFT/FFT touch the image tower
+            self.data = data or build_ltssl_data(cfg.data, self.foundation.preprocess_cfg)
+        self.flops_per_image: FlopsPerImage | None = None  # measured on the first step
         self._build_model()
         self._build_optimisation()
         self._build_streams()
@@ -191,12 +210,18 @@ class Trainer:
             batch = self._next_batch()
             sync = micro == cfg.optim.grad_accum - 1 or not self.dist.enabled
             context = self.model.no_sync() if not sync else contextlib.nullcontext()
+            if self.flops_per_image is None:
+                self.flops_per_image = measure_flops_per_image(self.learner, tuple(batch["labeled"].shape[1:]),
+                                                               self.device)
             with context:
                 with autocast(self.device, cfg.train.precision):
                     out: StepOutput = self.model(batch["labeled"], batch["targets"], batch["weak"], batch["strong"])
                 self._check_finite(out)
                 loss = sum(out.losses.values()) / cfg.optim.grad_accum
                 self.scaler.scale(loss).backward()
+            views = sum(len(batch[k]) for k in ("labeled", "weak", "strong") if batch[k] is not None)
+            self.state.train_flops += self.dist.world_size * self.flops_per_image.step(
+                views=views, **self.learner.encoded)
             for name, value in out.losses.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float() / cfg.optim.grad_accum
             if out.pseudo is not None and batch["hidden"] is not None:
@@ -204,12 +229,17 @@ class Trainer:
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.learner.parameters(), cfg.optim.grad_clip)
+        self.state.images_seen += cfg.data.batch_size * (1 + (cfg.data.uratio if self.unlabeled_stream else 0))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.learner.method.after_optimizer_step()
         if self.ema is not None:
             self.ema.update_parameters(self.learner)
+            if self.learner.encoder.joint_views:  # FixMatch's EMA: BatchNorm statistics copied, not averaged
+                with torch.no_grad():
+                    for average, current in zip(self.ema.module.encoder.buffers(), self.learner.encoder.buffers()):
+                        average.copy_(current)
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
         """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content.
@@ -267,7 +297,8 @@ class Trainer:
             # checkpoint first: a run killed after it redoes the final record and metrics.json
             # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
             self.save_checkpoint("last")
-            log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
+            log.write(self.state.iteration, {"test": final, "cost": self.cost(),
+                                             **({"val": result["val"]} if "val" in result else {})})
             ckpt.atomic_write_text(self.folder.final_metrics, json.dumps(result, indent=2))
             logger.info("finished %s at iteration %d: test top-1 %.2f", self.run_dir, self.state.iteration,
                         result["top1"])
@@ -285,7 +316,7 @@ class Trainer:
             sums.clear()
             self.loss_steps = 0
         if it % cfg.train.eval_every == 0 and it < cfg.optim.iterations:
-            record = {"test": self.evaluate("test")}
+            record = {"test": self.evaluate("test"), "cost": self.cost()}
             if self.data.val is not None:
                 record["val"] = self.evaluate("val")
             record["pseudo"] = self.diagnostics.compute()
@@ -299,6 +330,11 @@ class Trainer:
                 self.save_checkpoint("best")
         if it % cfg.train.checkpoint_every == 0:
             self.save_checkpoint("last")
+
+    def cost(self) -> dict[str, float]:
+        """The cumulative training cost so far (module docstring)."""
+        return {"images_seen": self.state.images_seen, "train_flops": self.state.train_flops,
+                "train_seconds": self.state.train_seconds}
 
     # ------------------------------------------------------------ evaluation
     def eval_module(self) -> Learner:
@@ -326,7 +362,8 @@ class Trainer:
         pseudo = self.diagnostics.compute() if self.learner.method.needs_unlabeled else {}
         return {
             **test,
-            "train_seconds": self.state.train_seconds,
+            **self.cost(),
+            "flops_per_image": self.flops_per_image.to_dict() if self.flops_per_image else None,
             "iterations": self.state.iteration,
             "best_selection_top1": self.state.best_top1,  # val class_mean when there is a val split, else test top1
             "best_iteration": self.state.best_iteration,

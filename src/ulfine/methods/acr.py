@@ -98,8 +98,8 @@ class ACR(SSLMethod):
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
         self.acr: ACRConfig = cfg.options
-        self.head = build_head(ctx.head, ctx.text_prototypes)
-        self.head_bal = build_head(ctx.head, ctx.text_prototypes)
+        self.head = build_head(ctx.head, ctx.text_prototypes, ctx.head_shape)
+        self.head_bal = build_head(ctx.head, ctx.text_prototypes, ctx.head_shape)
         self.prior_unlabeled = EMADistribution(ctx.num_classes, self.acr.pu_momentum)
         self.register_buffer("log_prior_labeled", log_prior(ctx.labeled_counts))
         self.register_buffer("anchors", anchor_priors(ctx.labeled_counts))

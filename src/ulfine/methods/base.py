@@ -23,10 +23,16 @@ class MethodContext:
     """What a method may know about the run when it is built."""
 
     num_classes: int
-    text_prototypes: Tensor  # [C, D] normalised class text embeddings c_k^t
+    text_prototypes: Tensor | None  # [C, D] normalised class text embeddings c_k^t; None: scratch
     labeled_counts: Tensor  # [C] N_k of the labeled set (long-tailed)
     head: HeadConfig = field(default_factory=HeadConfig)
     total_iterations: int = 1
+    feature_dim: int | None = None  # D; needed only when there are no text prototypes
+
+    @property
+    def head_shape(self) -> tuple[int, int] | None:
+        """(C, D) for heads built without text prototypes."""
+        return None if self.feature_dim is None else (self.num_classes, self.feature_dim)
 
 
 @dataclass

@@ -17,7 +17,7 @@ class Supervised(SSLMethod):
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
-        self.head = build_head(ctx.head, ctx.text_prototypes)
+        self.head = build_head(ctx.head, ctx.text_prototypes, ctx.head_shape)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.head(z)

@@ -193,6 +193,8 @@ def ema_class_means(proto_visual: Tensor, z: Tensor, targets: Tensor, momentum: 
 
 
 def _check_context(ctx: MethodContext) -> None:
+    if ctx.text_prototypes is None:
+        raise ConfigError("ulfine needs CLIP's text prototypes; strategy.name=scratch has none")
     shape = tuple(ctx.text_prototypes.shape)
     if len(shape) != 2 or shape[0] != ctx.num_classes:
         raise ValueError(f"ulfine: text_prototypes must be [num_classes={ctx.num_classes}, D], got {shape}")

@@ -8,6 +8,10 @@
   parameters train.
 - ``fft``: every visual weight trains, at ``strategy.fft.encoder_lr`` when set.
 
+- ``scratch``: no foundation model; a randomly initialised backbone (``strategy.backbone``,
+  `ulfine.models.backbones`) whose pooled features go, unnormalised, to the methods' linear
+  heads (`ScratchEncoder`).
+
 The text tower is never seen here: the encoder wraps ``model.visual`` only.
 
 Attention: open_clip 3.3.0 blocks call ``nn.MultiheadAttention`` with ``need_weights=False``,
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ulfine.config import StrategyConfig, option
+from ulfine.config import ConfigError, StrategyConfig, option
 from ulfine.models.peft import PEFT
 from ulfine.registry import STRATEGIES
 
@@ -58,12 +62,29 @@ def _full(visual: nn.Module, cfg: StrategyConfig) -> nn.Module:
     return visual
 
 
+@dataclass
+class ScratchConfig:
+    """``strategy.scratch.*`` (also read from the flat ``strategy.backbone``)."""
+
+    backbone: str = option("wrn28_2", alias="backbone")  # models/backbones: wrn28_2 (FixMatch / ACR) | wrn28_8
+
+
+@STRATEGIES.register("scratch", config=ScratchConfig)
+def _scratch(visual: nn.Module | None, cfg: StrategyConfig) -> nn.Module:
+    """No foundation model to tune: `build_scratch_encoder` builds the whole encoder instead."""
+    raise ConfigError("strategy.name=scratch has no foundation model; build it with build_scratch_encoder")
+
+
 class ImageEncoder(nn.Module):
     """``x`` [B, 3, H, W] -> ``z`` [B, D], L2-normalised; knows which of its weights are tuned.
 
     The tuned parameters are identified by name, so ``tuned_state_dict`` holds exactly what
     fine-tuning changed (the PEFT container, all visual weights for FFT, nothing for LP).
     """
+
+    # True for encoders with BatchNorm (scratch): the learner then runs all views in one forward
+    # (FixMatch's), so batch statistics do not depend on which strong images are kept
+    joint_views: bool = False
 
     def __init__(self, visual: nn.Module, tuned_names: frozenset[str], encoder_lr: float | None) -> None:
         super().__init__()
@@ -133,3 +154,37 @@ def build_image_encoder(visual: nn.Module, cfg: StrategyConfig) -> ImageEncoder:
                 f" ({cfg.peft})" if cfg.name == "lft" else "", count)
     encoder_lr = cfg.options.encoder_lr if isinstance(cfg.options, FFTConfig) else None
     return ImageEncoder(visual, tuned, encoder_lr)
+
+
+class ScratchEncoder(ImageEncoder):
+    """A randomly initialised backbone: every weight trains, features stay unnormalised (the
+    linear head is the network's classifier, as in FixMatch's WRN), and the state is the whole
+    ``state_dict`` (BatchNorm running statistics included)."""
+
+    joint_views = True
+
+    def __init__(self, backbone: nn.Module) -> None:
+        names = frozenset(f"visual.{name}" for name, _ in backbone.named_parameters())
+        super().__init__(backbone, names, None)
+        self.feature_dim: int = backbone.feature_dim
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.visual(images)
+
+    def tuned_state_dict(self) -> dict[str, Tensor]:
+        return {name: value.detach().clone() for name, value in self.state_dict().items()}
+
+    @torch.no_grad()
+    def load_tuned_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.load_state_dict(state, strict=True)
+
+
+def build_scratch_encoder(cfg: StrategyConfig) -> ScratchEncoder:
+    """``strategy.scratch.backbone``, freshly initialised (draws from the global RNG: seed first)."""
+    from ulfine.models.backbones import build_backbone
+
+    backbone = cfg.options.backbone
+    encoder = ScratchEncoder(build_backbone(backbone))
+    logger.info("strategy scratch (%s): %d trainable parameters", backbone,
+                sum(param.numel() for param in encoder.parameters()))
+    return encoder

@@ -51,8 +51,21 @@ class LinearClassifier(nn.Linear):
         self.bias.zero_()
 
 
-def build_head(cfg: HeadConfig, text_prototypes: Tensor) -> nn.Module:
-    """A ``cfg.name`` head shaped by the prototypes [C, D], initialised from them if asked."""
+def build_head(cfg: HeadConfig, text_prototypes: Tensor | None, shape: tuple[int, int] | None = None) -> nn.Module:
+    """A ``cfg.name`` head shaped by the prototypes [C, D], initialised from them if asked.
+
+    Without prototypes (``strategy.name=scratch``: no text tower) ``shape`` = (C, D) gives the
+    size and the head starts random (a linear head as FixMatch's WRN ``fc``: xavier-normal W,
+    b = 0); ``head.init_from_text`` does not apply.
+    """
+    if text_prototypes is None:
+        if shape is None:
+            raise ValueError("build_head needs the text prototypes or the head shape (num_classes, dim)")
+        head = HEADS.get(cfg.name)(shape[0], shape[1], cfg.scale)
+        if isinstance(head, nn.Linear):
+            nn.init.xavier_normal_(head.weight)
+            nn.init.zeros_(head.bias)
+        return head
     if text_prototypes.ndim != 2:
         raise ValueError(f"text_prototypes must be [C, D], got shape {tuple(text_prototypes.shape)}")
     num_classes, dim = text_prototypes.shape
