@@ -32,7 +32,7 @@ def scratch_trainer(tiny_folder: Path, out: Path, *overrides: str) -> Trainer:
 def test_scratch_trains_without_a_foundation_model(method: str, tiny_folder: Path, tmp_path: Path) -> None:
     trainer = scratch_trainer(tiny_folder, tmp_path / "runs", f"method.name={method}", "optim.iterations=2",
                               "output.name=run")
-    assert trainer.foundation is None and trainer.text_prototypes is None
+    assert trainer.foundation is None and getattr(trainer.learner.method, "text_prototypes", None) is None
     heads = [m for m in trainer.learner.method.modules() if isinstance(m, nn.Linear)]
     assert heads and all(h.weight.shape[1] == 64 for h in heads)  # WRN-10-1 features, linear heads
     result = trainer.fit()

@@ -22,7 +22,11 @@ def _encoder(model, name, peft="adaptformer", **kwargs):
 
 
 def test_strategy_registry_matches_config_choices():
-    assert STRATEGIES.names() == ["fft", "lft", "lp", "zeroshot"]
+    import typing
+
+    from ulfine.config import StrategyConfig
+    choices = typing.get_args(typing.get_type_hints(StrategyConfig)["name"])
+    assert STRATEGIES.names() == sorted(choices) == ["fft", "lft", "lp", "scratch", "zeroshot"]
 
 
 def test_features_are_normalised(tiny_clip, images):
