@@ -194,7 +194,7 @@ def build_learner(foundation: Foundation, state: TunedState) -> Learner:
         head=cfg.head,
         total_iterations=cfg.optim.iterations,
     )
-    encoder = build_image_encoder(foundation.visual, cfg.strategy)
+    encoder = build_image_encoder(foundation.visual, cfg.strategy, num_classes=len(state.class_names))
     encoder.load_tuned_state_dict(state.encoder)
     method = build_method(cfg.method, context)
     method.load_state_dict(state.method)

@@ -63,10 +63,12 @@ class DataConfig:
 class StrategyConfig:
     name: Literal["zeroshot", "lp", "lft", "fft"] = "lft"
     peft: str = "adaptformer"  # lft module: adaptformer | lora | vpt | bitfit
-    adapter_dim: int = 64  # AdaptFormer bottleneck r
-    adapter_scale: float = 0.1  # AdaptFormer output scale s
-    lora_rank: int = 8
-    lora_alpha: float = 8.0
+    # AdaptFormer bottleneck r; 0 = LIFT's rule 2^max(0, floor(log2(C / 2L))) for C classes, L blocks
+    adapter_dim: int = 0
+    adapter_scale: float = 1.0  # AdaptFormer output scale s (its initial value when learnable; LIFT: 1)
+    adapter_learnable_scale: bool = True  # s is trained (LIFT) or fixed (AdaptFormer paper: s = 0.1)
+    lora_rank: int = 0  # LoRA rank r; 0 = LIFT's rule (the same as adapter_dim's)
+    lora_alpha: float = 1.0  # LoRA scaling alpha / r (LIFT: 1 / r)
     vpt_length: int = 10  # VPT-deep prompts per block
     encoder_lr: float | None = None  # lr of encoder weights (FFT); None = optim.lr
 
@@ -83,8 +85,12 @@ class ACRConfig:
     # tau for an unlabeled estimate at the (consistent, uniform, reversed) anchor; the pseudo-labels
     # of the standard head come from logits - tau * log(pi_l) (ACR: tau_min = 0 .. tau_max = tau1 = 2)
     tau_range: tuple[float, float, float] = (0.0, 1.0, 2.0)
-    est_every: int = 500  # re-estimate tau every N iterations (ACR: each epoch)
-    est_start: int = 0  # iterations before the unlabeled distribution is estimated (ACR: 5 epochs)
+    # re-estimate tau every N iterations; 0 = one pass over the unlabeled set, at most
+    # optim.iterations // 10 (ACR: each 500-iteration epoch, 500 times a run)
+    est_every: int = 0
+    # iterations before the unlabeled distribution is estimated; -1 = ACR's warm-up, 1.2 % of
+    # optim.iterations (ACR: from epoch 6 of 500)
+    est_start: int = -1
     pu_momentum: float = 0.99  # EMA of the unlabeled class distribution (ACR's --ema-u in its README)
     lambda_bal: float = 1.0  # weight of the balanced (logit-adjusted) head's losses
     tau_bal: float = 2.0  # LA strength of the balanced head's labeled loss (ACR: tau2)
@@ -198,12 +204,12 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "data.val_per_class": (lambda v: v >= 0, ">= 0"),
     "data.cutout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "strategy.adapter_dim": (lambda v: v >= 1, ">= 1"),
-    "strategy.lora_rank": (lambda v: v >= 1, ">= 1"),
+    "strategy.adapter_dim": (lambda v: v >= 0, ">= 0 (0 = LIFT's rule)"),
+    "strategy.lora_rank": (lambda v: v >= 0, ">= 0 (0 = LIFT's rule)"),
     "strategy.vpt_length": (lambda v: v >= 1, ">= 1"),
     "head.scale": (lambda v: v > 0, "> 0"),
-    "method.acr.est_every": (lambda v: v >= 1, ">= 1"),
-    "method.acr.est_start": (lambda v: v >= 0, ">= 0"),
+    "method.acr.est_every": (lambda v: v >= 0, ">= 0 (0 = one unlabeled pass)"),
+    "method.acr.est_start": (lambda v: v >= -1, ">= -1 (-1 = ACR's warm-up)"),
     "method.acr.pu_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "method.acr.lambda_bal": (lambda v: v >= 0, ">= 0"),
     "method.ulfine.mu": (lambda v: 0 <= v <= 1, "in [0, 1]"),

@@ -99,6 +99,7 @@ def test_estimate_counts_repeated_labels(method_context: Callable[..., MethodCon
     method = make_acr(method_context(num_classes=3), threshold=0.9, pu_momentum=0.0)
     z = torch.tensor([[9.0, 0.0, 0.0]] * 3 + [[0.0, 0.0, 9.0], [0.0, 0.0, 0.0]])  # last row not confident
     method.step(z, torch.zeros(5, dtype=torch.long), z, z)
+    method.after_optimizer_step()
     assert torch.allclose(method.prior_unlabeled.value, torch.tensor([0.75, 0.0, 0.25]))
 
 
@@ -121,6 +122,7 @@ def test_no_estimate_before_est_start(method_context: Callable[..., MethodContex
     method = make_acr(method_context(num_classes=3), threshold=0.9, est_start=5, pu_momentum=0.0)
     z = torch.tensor([[9.0, 0.0, 0.0]])
     method.step(z, torch.zeros(1, dtype=torch.long), z, z)
+    method.after_optimizer_step()
     assert torch.allclose(method.prior_unlabeled.value, torch.full((3,), 1 / 3))
     assert method.kl_steps.item() == 0
 

@@ -26,6 +26,7 @@ class MethodContext:
     labeled_counts: Tensor  # [C] N_k of the labeled set (long-tailed)
     head: HeadConfig = field(default_factory=HeadConfig)
     total_iterations: int = 1
+    unlabeled_pass: int = 0  # iterations per pass over the unlabeled set (0 = unknown)
 
 
 @dataclass
@@ -78,7 +79,11 @@ class SSLMethod(nn.Module):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """No-grad updates after each optimiser step (e.g. ULFine's PAF)."""
+        """No-grad updates after each optimiser step (e.g. ULFine's PAF).
+
+        State fed by batch statistics (EMAs of P_u, prototypes, counters) is updated here too,
+        from statistics ``step`` summed over the step's micro-batches, so ``optim.grad_accum``
+        changes neither how often nor from which samples the state moves."""
 
     def diagnostics(self) -> dict[str, Tensor]:
         """Method state worth logging at evaluation time (e.g. P_u, alpha_k)."""

@@ -17,6 +17,7 @@ Every strategy attaches to all blocks, so there is no frozen prefix to run witho
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Callable
 
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ulfine.config import StrategyConfig
-from ulfine.models.peft import PEFT
+from ulfine.models.peft import PEFT, residual_blocks
+from ulfine.models.peft.adaptformer import lift_bottleneck
 from ulfine.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -114,8 +116,18 @@ def _tuned_names(visual: nn.Module, container: nn.Module, strategy: str) -> froz
     return frozenset(owned[id(param)] for param in container.parameters())
 
 
-def build_image_encoder(visual: nn.Module, cfg: StrategyConfig) -> ImageEncoder:
-    """Freezes ``visual``, applies strategy ``cfg.name`` in place, and wraps it."""
+def resolve_peft_dims(cfg: StrategyConfig, visual: nn.Module, num_classes: int) -> StrategyConfig:
+    """``cfg`` with ``adapter_dim`` / ``lora_rank`` = 0 replaced by LIFT's rule for this ViT."""
+    auto = lift_bottleneck(num_classes, len(residual_blocks(visual)))
+    return dataclasses.replace(cfg, adapter_dim=cfg.adapter_dim or auto, lora_rank=cfg.lora_rank or auto)
+
+
+def build_image_encoder(visual: nn.Module, cfg: StrategyConfig, num_classes: int | None = None) -> ImageEncoder:
+    """Freezes ``visual``, applies strategy ``cfg.name`` in place, and wraps it. ``num_classes``
+    resolves the PEFT sizes left at 0 (LIFT's rule)."""
+    if cfg.name == "lft" and num_classes is not None:
+        cfg = resolve_peft_dims(cfg, visual, num_classes)
+        logger.info("lft: adapter_dim %d, lora_rank %d", cfg.adapter_dim, cfg.lora_rank)
     visual.requires_grad_(False)
     container = STRATEGIES.get(cfg.name)(visual, cfg)
     container.requires_grad_(True)

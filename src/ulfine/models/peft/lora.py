@@ -5,6 +5,11 @@
 ``Attention``), so open_clip's forward runs unchanged, including PyTorch's fused attention path.
 ``B`` starts at zero, so step 0 equals the frozen model. After attaching, the pretrained weight's
 state-dict key becomes ``attn.parametrizations.in_proj_weight.original``.
+
+As LIFT's ``LoRA`` on q and v (``q + s * x A B``, A [d, r], B [r, d]): rank r from LIFT's rule when
+``strategy.lora_rank`` is 0, scaling ``lora_alpha / r`` = 1 / r, and A Kaiming-uniform (a = sqrt(5))
+with LIFT's fan-in r, i.e. uniform in +-1/sqrt(r) (the LoRA paper's fan-in is d). LIFT adds the
+update to the LayerNorm-ed block input, the same input ``in_proj_weight`` multiplies.
 """
 from __future__ import annotations
 
@@ -31,9 +36,9 @@ class LowRankQV(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Random A, zero B (the LoRA paper's init): the update starts at zero."""
+        """Random A (LIFT's bound 1/sqrt(r)), zero B: the update starts at zero."""
         for a in (self.a_q, self.a_v):
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(a.T, a=math.sqrt(5))  # A^T is LIFT's [d, r]: fan-in r
         for b in (self.b_q, self.b_v):
             nn.init.zeros_(b)
 
@@ -46,6 +51,11 @@ class LowRankQV(nn.Module):
 @PEFT.register("lora")
 def attach(visual: nn.Module, cfg: StrategyConfig) -> nn.ModuleList:
     """Parametrizes every block's fused qkv weight; returns the LowRankQV modules."""
+    if cfg.lora_rank < 1:
+        raise ValueError(
+            f"strategy.lora_rank = {cfg.lora_rank}: LIFT's rule needs the class count, so build the "
+            "encoder with build_image_encoder(..., num_classes=C) or set lora_rank >= 1"
+        )
     updates = nn.ModuleList()
     for index, block in enumerate(residual_blocks(visual)):
         if getattr(block.attn, "in_proj_weight", None) is None:
