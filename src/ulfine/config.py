@@ -53,9 +53,11 @@ class DataConfig:
     uratio: int = 2  # unlabeled batch = uratio * B
     eval_batch_size: int = 256
     num_workers: int = 2
+    strong: Literal["fixmatch", "torchvision"] = "fixmatch"  # strong view: FixMatch's RandAugment + Cutout, or torchvision's
     randaugment_n: int = 2  # RandAugment ops per image (strong view)
-    randaugment_m: int = 10  # RandAugment magnitude (strong view)
-    cutout: float = 0.5  # Cutout (RandomErasing) area fraction upper bound (strong view); 0 = off
+    randaugment_m: int = 10  # RandAugment magnitude: fixmatch draws each op's from 1..m-1; torchvision uses m
+    cutout_side: float = 0.5  # fixmatch: Cutout square side as a fraction of the image side; 0 = off
+    cutout: float = 0.5  # torchvision: Cutout (RandomErasing) area fraction upper bound; 0 = off
     bad_images: Literal["error", "skip"] = "error"  # corrupt files: fail naming them, or skip with a count
 
 
@@ -204,6 +206,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "data.val_per_class": (lambda v: v >= 0, ">= 0"),
     "data.cutout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.cutout_side": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "strategy.adapter_dim": (lambda v: v >= 0, ">= 0 (0 = LIFT's rule)"),
     "strategy.lora_rank": (lambda v: v >= 0, ">= 0 (0 = LIFT's rule)"),
     "strategy.vpt_length": (lambda v: v >= 1, ">= 1"),
