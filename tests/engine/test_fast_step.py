@@ -26,7 +26,7 @@ def load_reference_step():
 
 def tiny_learner(strategy: str, peft: str) -> Learner:
     clip = make_tiny_clip()
-    encoder = build_image_encoder(clip.visual, StrategyConfig(name=strategy, peft=peft, adapter_dim=8))
+    encoder = build_image_encoder(clip.visual, StrategyConfig(name=strategy, peft=peft, adapter_dim=8, lora_rank=4))
     torch.manual_seed(2)
     for param in encoder.trainable_parameters():  # move zero-initialised adapters off zero
         if param.dim() > 1:
