@@ -46,8 +46,6 @@ counts a repeated class once; we count with ``bincount``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -111,7 +109,8 @@ class ACR(SSLMethod):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.est_every, self.est_start = estimate_schedule(cfg.acr, ctx)
         slots = ctx.total_iterations // self.est_every + 1
-        self.register_buffer("tau_history", torch.zeros(slots, 2))  # (iteration, tau) rows; the first `estimates` are set
+        # (iteration, tau) rows, the first `estimates` of them set
+        self.register_buffer("tau_history", torch.zeros(slots, 2))
         self.register_buffer("estimates", torch.zeros((), dtype=torch.long))
         # this optimiser step's confident-class counts, summed over its micro-batches
         self.register_buffer("pending_counts", torch.zeros(ctx.num_classes), persistent=False)

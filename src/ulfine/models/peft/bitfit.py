@@ -2,9 +2,10 @@
 
 Every parameter of the transformer blocks whose name ends in ``bias`` (attention, MLP and
 LayerNorm biases) is trainable; as in LIFT (``bias_tuning`` over ``resblocks``), the biases of
-``ln_pre`` and ``ln_post`` outside the blocks stay frozen. The ViT is not changed, so step 0 equals the frozen model. The biases stay
-owned by the ViT; the returned ``nn.ParameterList`` only shares them, which is all a container
-needs (``parameters()`` yields exactly the tuned tensors).
+``ln_pre`` and ``ln_post`` outside the blocks stay frozen. The ViT is not changed, so step 0
+equals the frozen model. The biases stay owned by the ViT; the returned ``nn.ParameterList``
+only shares them, which is all a container needs (``parameters()`` yields exactly the tuned
+tensors).
 """
 from __future__ import annotations
 
