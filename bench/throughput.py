@@ -69,7 +69,8 @@ Step = Callable[[], float]  # runs one optimiser step, returns its seconds
 
 def build_learner(model: str, strategy: str) -> Learner:
     foundation = load_foundation(ModelConfig(name=model, pretrained=None))
-    encoder = build_image_encoder(foundation.visual, StrategyConfig(name=strategy, peft="adaptformer"))
+    encoder = build_image_encoder(foundation.visual, StrategyConfig(name=strategy, peft="adaptformer"),
+                                  num_classes=NUM_CLASSES)
     dim = foundation.model.visual.output_dim
     prototypes = F.normalize(torch.randn(NUM_CLASSES, dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     ctx = MethodContext(NUM_CLASSES, prototypes, torch.linspace(100, 1, NUM_CLASSES))

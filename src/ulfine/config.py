@@ -148,9 +148,12 @@ class DataConfig(Components):
     uratio: int = option(2, range=">= 1")  # unlabeled batch = uratio * B
     eval_batch_size: int = option(256, range=">= 1")
     num_workers: int = option(2, range=">= 0")
-    randaugment_n: int = 2  # RandAugment ops per image (strong view)
-    randaugment_m: int = 10  # RandAugment magnitude (strong view)
-    cutout: float = option(0.5, range="in [0, 1)")  # Cutout (RandomErasing) area fraction upper bound (strong view); 0 = off
+    strong: Literal["fixmatch", "torchvision"] = "fixmatch"  # strong view: FixMatch's RandAugment + Cutout, or torchvision's
+    randaugment_n: int = option(2, range=">= 1")  # RandAugment ops per image (strong view)
+    # RandAugment magnitude: fixmatch draws each op's from 1..m-1 (FixMatch's randint(1, m)); torchvision uses m
+    randaugment_m: int = option(10, range=">= 2")
+    cutout_side: float = option(0.5, range="in [0, 1]")  # fixmatch: Cutout square side as a fraction of the image side; 0 = off
+    cutout: float = option(0.5, range="in [0, 1)")  # torchvision: Cutout (RandomErasing) area fraction upper bound; 0 = off
     bad_images: Literal["error", "skip"] = "error"  # corrupt files: fail naming them, or skip with a count
     options: Any = component(DATASETS, selector="dataset")  # data.<dataset>.*: the dataset's own options
     # images above this many pixels are bad images (Pillow's default limit; null = no limit)

@@ -1,17 +1,21 @@
 """Weak/strong/eval views, the built datasets' item layout, and bad-image handling."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import open_clip
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms as T
 
 from ulfine.config import DataConfig
 from ulfine.data import BadImageError, build_ltssl_data, build_transforms
 from ulfine.data.sources import FileSource
+from ulfine.data.transforms import FIXMATCH_OPS, FixMatchRandAugment, cutout_abs
 from ulfine.data.views import Views
 
 CfgMaker = Callable[..., DataConfig]
@@ -77,3 +81,64 @@ def test_a_sample_seed_fixes_the_augmentation_and_spares_the_global_rng(tree: Pa
     assert torch.equal(first["strong"], again["strong"]) and torch.equal(first["weak"], again["weak"])
     other = data.unlabeled[(0, 124)]
     assert not torch.equal(first["strong"], other["strong"])
+
+
+def _recording_ops(calls: list[tuple[str, int]]) -> dict:
+    """FixMatch's op names with ops that record (name, magnitude) instead of changing the image."""
+    def record(name: str):
+        return lambda img, v: calls.append((name, v)) or img
+    return {name: record(name) for name in FIXMATCH_OPS}
+
+
+def test_fixmatch_randaugment_draws_magnitudes_and_applies_each_op_half_the_time() -> None:
+    calls: list[tuple[str, int]] = []
+    augment = FixMatchRandAugment(num_ops=2, magnitude=10, ops=_recording_ops(calls))
+    image = Image.new("RGB", (8, 8))
+    torch.manual_seed(0)
+    draws = 4000
+    for _ in range(draws):
+        augment(image)
+    rate = len(calls) / (2 * draws)
+    assert abs(rate - 0.5) < 0.03, f"each drawn op must apply with p = 1/2, got {rate:.3f}"
+    magnitudes = Counter(v for _, v in calls)
+    assert set(magnitudes) == set(range(1, 10)), "FixMatch draws v from randint(1, m): 1..m-1"
+    expected = len(calls) / 9
+    assert all(abs(count - expected) < 0.2 * expected for count in magnitudes.values())
+    assert set(name for name, _ in calls) == set(FIXMATCH_OPS) and len(FIXMATCH_OPS) == 14
+
+
+def test_fixmatch_ops_keep_size_and_mode_at_every_magnitude() -> None:
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for name, op in FIXMATCH_OPS.items():
+        for v in (1, 9):
+            out = op(image, v)
+            assert out.size == (32, 32) and out.mode == "RGB", name
+    # Solarize at v = 9 inverts only pixels >= 26, never the whole image as threshold 0 would
+    dark = Image.new("RGB", (4, 4), (10, 10, 10))
+    assert np.asarray(FIXMATCH_OPS["Solarize"](dark, 9)).max() == 10
+
+
+def test_cutout_square_is_at_most_half_the_side_and_grey() -> None:
+    (cut,) = cutout_abs(0.5)
+    torch.manual_seed(0)
+    sides = []
+    for _ in range(300):
+        image = torch.zeros(3, 32, 32)
+        grey = (cut(image) - 127 / 255).abs().sum(0) < 1e-6
+        rows, cols = grey.any(1).nonzero(), grey.any(0).nonzero()
+        assert grey.sum() > 0
+        height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert height <= 16 and width <= 16 and grey.sum() == height * width
+        sides.append(max(height, width))
+    assert max(sides) == 16 and min(sides) < 16, "a full 16 px square inside, clipped at the border"
+    assert cutout_abs(0.0) == []
+
+
+def test_strong_option_selects_the_pipeline(tiny_clip: open_clip.CLIP) -> None:
+    pcfg = open_clip.get_model_preprocess_cfg(tiny_clip)
+    fixmatch = build_transforms(pcfg, DataConfig()).strong
+    assert any(isinstance(t, FixMatchRandAugment) for t in fixmatch.transforms)
+    former = build_transforms(pcfg, DataConfig(strong="torchvision")).strong
+    assert any(isinstance(t, T.RandAugment) for t in former.transforms)
+    with pytest.raises(ValueError, match="data.strong = 'other'"):
+        build_transforms(pcfg, DataConfig(strong="other"))

@@ -26,7 +26,8 @@ def load_reference_step():
 
 def tiny_learner(strategy: str, peft: str) -> Learner:
     clip = make_tiny_clip()
-    small = {"adapter_dim": 8} if (strategy, peft) == ("lft", "adaptformer") else {}
+    small = {"adaptformer": {"dim": 8}} if (strategy, peft) == ("lft", "adaptformer") else \
+        {"lora": {"rank": 4}} if (strategy, peft) == ("lft", "lora") else {}
     encoder = build_image_encoder(clip.visual, from_dict(StrategyConfig, {"name": strategy, "peft": peft, **small}))
     torch.manual_seed(2)
     for param in encoder.trainable_parameters():  # move zero-initialised adapters off zero

@@ -37,7 +37,7 @@ def test_unchanged_key_reuses_and_any_change_rebuilds(
     assert first.built
     again, _, _ = cache_for(cfg, foundation)
     assert not again.built and again.folder == first.folder
-    for change in ("train.feature_bank=3", "data.randaugment_m=5", "data.n1=6", "train.seed=1"):
+    for change in ("train.feature_bank=3", "data.randaugment_m=5", "data.strong=torchvision", "data.n1=6", "train.seed=1"):
         assert cache_for(lp_config(tiny_clip_dir, tiny_folder, tmp_path, change), foundation)[0].built, change
     original = foundation.visual.proj.detach().clone()
     with torch.no_grad():

@@ -145,3 +145,13 @@ def test_metrics_json_names_the_method_diagnostics(tiny_clip_dir: Path, tiny_fol
     text = write_analysis([run], tmp_path / "analysis").read_text()
     assert run.label == "lft/ulfine (no PAF)"
     assert "## ULFine: text prototypes after PAF" in text and (tmp_path / "analysis" / "method_diagnostics.png").is_file()
+
+
+def test_acr_records_its_tau_history(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=acr", "method.name=acr",
+                      "strategy.name=lp", "optim.iterations=20", "train.eval_every=10")
+    metrics = Trainer(cfg).fit()
+    history = metrics["method_state"]["tau_history"]
+    assert len(history) > 1 and [row[0] for row in history] == [2.0 * k for k in range(1, len(history) + 1)]
+    records = [json.loads(line) for line in (cfg.run_dir() / "metrics.jsonl").read_text().splitlines()]
+    assert any("tau_history" in r.get("method", {}) for r in records)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ulfine.config import MethodConfig
 from ulfine.methods import MethodContext, build_method
-from ulfine.methods.acr import ACR, ACRConfig, adaptive_tau, anchor_priors, symmetric_kl
+from ulfine.methods.acr import ACR, ACRConfig, adaptive_tau, anchor_priors, estimate_schedule, symmetric_kl
 
 
 class FirstDims(nn.Module):
@@ -99,6 +99,7 @@ def test_estimate_counts_repeated_labels(method_context: Callable[..., MethodCon
     method = make_acr(method_context(num_classes=3), threshold=0.9, pu_momentum=0.0)
     z = torch.tensor([[9.0, 0.0, 0.0]] * 3 + [[0.0, 0.0, 9.0], [0.0, 0.0, 0.0]])  # last row not confident
     method.step(z, torch.zeros(5, dtype=torch.long), z, z)
+    method.after_optimizer_step()
     assert torch.allclose(method.prior_unlabeled.value, torch.tensor([0.75, 0.0, 0.25]))
 
 
@@ -121,6 +122,7 @@ def test_no_estimate_before_est_start(method_context: Callable[..., MethodContex
     method = make_acr(method_context(num_classes=3), threshold=0.9, est_start=5, pu_momentum=0.0)
     z = torch.tensor([[9.0, 0.0, 0.0]])
     method.step(z, torch.zeros(1, dtype=torch.long), z, z)
+    method.after_optimizer_step()
     assert torch.allclose(method.prior_unlabeled.value, torch.full((3,), 1 / 3))
     assert method.kl_steps.item() == 0
 
@@ -130,3 +132,35 @@ def test_prediction_is_the_balanced_head(method_context: Callable[..., MethodCon
     method.head_bal = nn.Linear(8, 2)
     z = torch.randn(3, 8)
     assert torch.equal(method(z), method.head_bal(z))
+
+
+def test_schedule_is_relative_to_the_run(method_context: Callable[..., MethodContext]) -> None:
+    ctx = method_context(num_classes=3)
+    ctx.total_iterations, ctx.unlabeled_pass = 250, 155
+    assert estimate_schedule(ACRConfig(), ctx) == (25, 3)  # capped at 250 // 10; ACR's 1.2 % warm-up
+    ctx.unlabeled_pass = 20
+    assert estimate_schedule(ACRConfig(), ctx) == (20, 3)  # one pass over the unlabeled set
+    assert estimate_schedule(ACRConfig(est_every=500, est_start=0), ctx) == (500, 0)
+    ctx.total_iterations = 250_000
+    assert estimate_schedule(ACRConfig(), ctx) == (20, 3000)  # ACR: from epoch 6 of 500 x 500 iterations
+
+
+def test_a_250_iteration_run_estimates_tau_often_and_leans_consistent(
+    method_context: Callable[..., MethodContext],
+) -> None:
+    """The old est_every = 500 never estimated in a 250-iteration run: tau stayed at tau_rev = 2."""
+    counts = [30, 10, 3]
+    ctx = method_context(num_classes=3, counts=counts)
+    ctx.total_iterations, ctx.unlabeled_pass = 250, 155
+    method = make_acr(ctx, threshold=0.9)
+    # confident balanced-head predictions in the labeled (consistent) proportions
+    z = torch.tensor([[9.0, 0.0, 0.0]] * 30 + [[0.0, 9.0, 0.0]] * 10 + [[0.0, 0.0, 9.0]] * 3)
+    for _ in range(250):
+        method.step(z, torch.zeros(len(z), dtype=torch.long), z, z)
+        method.after_optimizer_step()
+    history = method.diagnostics()["tau_history"]
+    assert len(history) == 10 and history[:, 0].tolist() == [25.0 * k for k in range(1, 11)]
+    assert method.tau.item() < 0.5 and history[-1, 1].item() < 0.5  # near tau_con = 0
+    resumed = make_acr(method_context(num_classes=3, counts=counts), threshold=0.9)  # e.g. for predict
+    resumed.load_state_dict(method.state_dict())
+    assert torch.equal(resumed.diagnostics()["tau_history"], history)

@@ -31,12 +31,16 @@ def test_one_step_reaches_head_parameters(name: str, method_context: Callable[..
 @pytest.mark.parametrize("name", METHODS.names())
 def test_diagnostics_are_declared_with_their_kind(name: str, method_context: Callable[..., MethodContext]) -> None:
     """Reports draw only what a method declares (``DIAGNOSTICS``): every value of
-    ``diagnostics()`` has an entry, per-class values are [C] and scalars are one number."""
+    ``diagnostics()`` has an entry, per-class values are [C], scalars are one number and
+    histories are (iteration, value) rows."""
     method = build_method(MethodConfig(name=name), method_context(num_classes=4, dim=8))
     values = method.diagnostics()
     assert set(values) == set(method.DIAGNOSTICS)
     for key, info in method.DIAGNOSTICS.items():
-        assert tuple(values[key].shape) == ((4,) if info.kind == "per_class" else ()), key
+        if info.kind == "history":
+            assert values[key].ndim == 2 and values[key].shape[1] == 2, key
+        else:
+            assert tuple(values[key].shape) == ((4,) if info.kind == "per_class" else ()), key
         assert info.kind == "per_class" or not info.plot, key
     section = method.describe_diagnostics()
     assert list(section["entries"]) == list(method.DIAGNOSTICS)

@@ -77,6 +77,8 @@ def test_step_updates_visual_prototypes_only_for_present_classes() -> None:
     method = make(torch.eye(3), proto_momentum=0.5)
     z = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     method.step(z, torch.tensor([0, 0]), z, z)
+    assert torch.equal(method.proto_visual, torch.eye(3)), "state moves once per optimiser step"
+    method.after_optimizer_step()
     expected = torch.tensor([[0.5, 0.25, 0.25], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     assert torch.allclose(method.proto_visual, expected)
 
@@ -220,6 +222,7 @@ def test_ce_fuse_prior_trains_plain_ce_and_fuses_the_estimated_prior() -> None:
     z_labeled, targets = torch.eye(2), torch.tensor([0, 1])
     z_weak = torch.tensor([[0.0, 10.0], [0.5, 0.0]])
     out = method.step(z_labeled, targets, z_weak, z_weak)
+    method.after_optimizer_step()
     assert out.pseudo.labels.tolist() == [1, 1] and out.pseudo.mask.tolist() == [1.0, 0.0]
     assert out.losses["sup_lp"].item() == pytest.approx(cross_entropy(z_labeled, targets).item())
     pi_hat = 0.5 * torch.tensor([0.75, 0.25]) + 0.5 * torch.tensor([1 / 3, 2 / 3])

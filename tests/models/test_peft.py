@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from ulfine.config import StrategyConfig, from_dict
+from ulfine.models.encoder import build_image_encoder
 from ulfine.models.peft import PEFT, residual_blocks
-from ulfine.models.peft.adaptformer import AdaptFormerConfig
+from ulfine.models.peft.adaptformer import AdaptFormerConfig, lift_bottleneck
 from ulfine.models.peft.lora import LoRAConfig
 from ulfine.models.peft.vpt import VPTConfig
 
@@ -46,14 +48,15 @@ def test_attached_model_equals_frozen_at_init(name, tiny_clip, images):
     visual = tiny_clip.visual
     with torch.no_grad():
         before = visual(images)
-        PEFT.get(name)(visual, PEFT.config(name)())
+        PEFT.get(name)(visual, _options(name))
         after = visual(images)
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
 
 
-def _options(name: str) -> object:
-    """Defaults, except AdaptFormer's scale 1 so that its gradient is not tiny."""
-    return AdaptFormerConfig(scale=1.0) if name == "adaptformer" else PEFT.config(name)()
+def _options(name: str, size: int = 4) -> object:
+    """Defaults with explicit small sizes (LIFT's rule, size 0, needs the class count)."""
+    return AdaptFormerConfig(dim=size) if name == "adaptformer" else LoRAConfig(rank=max(1, size // 2)) \
+        if name == "lora" else PEFT.config(name)()
 
 
 @pytest.mark.parametrize("name", PEFT.names())
@@ -82,17 +85,70 @@ def test_adaptformer_needs_identity_layerscale():
         text_cfg=open_clip.CLIPTextCfg(context_length=16, vocab_size=100, width=32, heads=2, layers=1),
     )
     with pytest.raises(TypeError, match=r"resblocks\[0\].ls_2 is LayerScale"):
-        PEFT.get("adaptformer")(model.visual, AdaptFormerConfig())
+        PEFT.get("adaptformer")(model.visual, AdaptFormerConfig(dim=4))
 
 
 def test_adaptformer_adds_scaled_adapter_on_the_mlp_input(tiny_clip):
     block = tiny_clip.visual.transformer.resblocks[0]
     ln_2, mlp = block.ln_2, block.mlp
-    adapter = PEFT.get("adaptformer")(tiny_clip.visual, AdaptFormerConfig(dim=4, scale=0.5))[0]
+    adapter = PEFT.get("adaptformer")(tiny_clip.visual, AdaptFormerConfig(dim=4, scale=0.5, learnable_scale=False))[0]
     nn.init.normal_(adapter.up.weight)
     x = torch.randn(2, 5, 64)
     expected = mlp(ln_2(x)) + 0.5 * adapter.up(torch.relu(adapter.down(adapter.norm(x))))
     torch.testing.assert_close(block.ls_2(block.mlp(block.ln_2(x))), expected)
+
+
+def test_adaptformer_scale_is_learned_from_one_and_gets_gradient(tiny_clip, images):
+    """LIFT's AdaptFormer: s starts at 1 and trains; step 0 is still the frozen model (up = 0)."""
+    visual = tiny_clip.visual
+    with torch.no_grad():
+        before = visual(images)
+    adapters = PEFT.get("adaptformer")(visual, AdaptFormerConfig(dim=2))
+    adapter = adapters[0]
+    assert isinstance(adapter.scale, nn.Parameter) and adapter.scale.tolist() == [1.0]
+    assert adapter.scale in set(adapters.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(visual(images), before, rtol=1e-5, atol=1e-6)
+    nn.init.normal_(adapter.up.weight)  # as after a first step: the adapter's output is non-zero
+    visual(images).square().sum().backward()
+    assert adapter.scale.grad is not None and adapter.scale.grad.abs().item() > 0
+
+
+def test_fixed_scale_is_reachable_by_config(tiny_clip):
+    adapter = PEFT.get("adaptformer")(
+        tiny_clip.visual, AdaptFormerConfig(dim=64, scale=0.1, learnable_scale=False)
+    )[0]
+    assert adapter.scale == 0.1 and adapter.down.out_features == 64
+    assert all(p is not adapter.scale for p in adapter.parameters())
+
+
+@pytest.mark.parametrize(("classes", "blocks", "dim"), [(10, 12, 1), (100, 12, 4), (1000, 12, 32), (365, 12, 8),
+                                                          (8142, 12, 256), (10, 2, 2)])
+def test_lift_bottleneck_rule(classes, blocks, dim):
+    # LIFT: 2 ** max(0, int(log2(C / (2L)))): CIFAR-100 -> 4, ImageNet-LT -> 32, Places-LT -> 8
+    assert lift_bottleneck(classes, blocks) == dim
+
+
+def test_encoder_resolves_lift_dims_from_the_class_count(tiny_clip):
+    # tiny ViT: 2 blocks, so 40 classes -> 2^floor(log2(10)) = 8 for both AdaptFormer and LoRA
+    encoder = build_image_encoder(tiny_clip.visual, from_dict(StrategyConfig, {"name": "lft", "peft": "adaptformer"}), num_classes=40)
+    assert {m.down.out_features for m in encoder.modules() if hasattr(m, "down")} == {8}
+    with pytest.raises(ValueError, match="strategy.lora.rank = 0"):
+        PEFT.get("lora")(tiny_clip.visual, LoRAConfig())
+
+
+def test_bitfit_tunes_block_biases_only_as_lift(tiny_clip):
+    biases = PEFT.get("bitfit")(tiny_clip.visual, PEFT.config("bitfit")())
+    tuned = {id(p) for p in biases}
+    assert id(tiny_clip.visual.ln_post.bias) not in tuned and id(tiny_clip.visual.ln_pre.bias) not in tuned
+    assert id(tiny_clip.visual.transformer.resblocks[0].attn.in_proj_bias) in tuned
+
+
+def test_lora_a_has_lift_init_bound(tiny_clip):
+    update = PEFT.get("lora")(tiny_clip.visual, LoRAConfig(rank=4))[0]
+    assert update.scaling == 0.25  # LIFT: 1 / r
+    bound = 1 / 4 ** 0.5  # kaiming_uniform(a = sqrt(5)) with LIFT's fan-in r
+    assert update.a_q.abs().max().item() <= bound and update.a_q.abs().max().item() > 0.8 * bound
 
 
 def test_lora_updates_q_and_v_rows_only(tiny_clip):
@@ -150,7 +206,7 @@ def test_every_module_attaches_to_the_real_miniclip(miniclip_dir):
     counts = {}
     for name in PEFT.names():
         model = open_clip.create_model(f"local-dir:{miniclip_dir}").eval()
-        container = PEFT.get(name)(model.visual, PEFT.config(name)())
+        container = PEFT.get(name)(model.visual, _options(name, size=1))
         with torch.no_grad():
             out = model.visual(torch.randn(2, 3, 32, 32))
         assert out.shape == (2, 384) and torch.isfinite(out).all()

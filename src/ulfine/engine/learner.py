@@ -118,9 +118,10 @@ class Learner(nn.Module):
 
 
 def build_learner(foundation: Foundation | None, cfg: RunConfig, class_names: Sequence[str],
-                  labeled_counts: Sequence[int]) -> Learner:
+                  labeled_counts: Sequence[int], unlabeled_pass: int = 0) -> Learner:
     """Encoder + method (with its context) as a run builds them, on the CPU: the trainer trains
     this, and ``api.load_run`` loads a run's tuned state into it, so both always agree.
+    ``unlabeled_pass``: iterations per pass over the unlabeled set (0 = unknown; ACR's schedule).
 
     ``strategy.name=scratch`` has no foundation model (``foundation`` None): a fresh backbone, no
     text prototypes, and linear heads initialised at random (FixMatch's WRN classifier)."""
@@ -135,7 +136,7 @@ def build_learner(foundation: Foundation | None, cfg: RunConfig, class_names: Se
     else:
         assert foundation is not None, "every strategy but scratch tunes a foundation model"
         prototypes = foundation.text_prototypes(list(class_names), templates_for(cfg.model)).cpu()
-        encoder = build_image_encoder(foundation.visual, cfg.strategy)
+        encoder = build_image_encoder(foundation.visual, cfg.strategy, num_classes=len(class_names))
     context = MethodContext(
         num_classes=len(class_names),
         text_prototypes=prototypes,
@@ -143,5 +144,6 @@ def build_learner(foundation: Foundation | None, cfg: RunConfig, class_names: Se
         head=head,
         total_iterations=cfg.optim.iterations,
         feature_dim=getattr(encoder, "feature_dim", None),
+        unlabeled_pass=unlabeled_pass,
     )
     return Learner(encoder, build_method(cfg.method, context), cfg.train.sparse_strong)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ulfine.config import ConfigError, RunConfig, save_config, to_dict, upgrade
@@ -44,7 +44,7 @@ from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.feature_cache import feature_data
 from ulfine.engine.learner import Learner, build_learner
 from ulfine.engine.metrics_log import MetricsLog, count_records, rewind_metrics_log
-from ulfine.engine.optim import build_optimizer, build_scheduler
+from ulfine.engine.optim import build_optimizer, build_scheduler, split_weight_decay, weight_ema
 from ulfine.methods.base import StepOutput
 from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
@@ -119,8 +119,9 @@ class Trainer:
     # ----------------------------------------------------------------- setup
     def _build_model(self) -> None:
         cfg = self.cfg
-        self.learner = build_learner(self.foundation, cfg, self.data.class_names,
-                                     self.data.labeled_counts).to(self.device)
+        unlabeled_pass = math.ceil(len(self.data.unlabeled) / (cfg.data.batch_size * cfg.data.uratio))
+        self.learner = build_learner(self.foundation, cfg, self.data.class_names, self.data.labeled_counts,
+                                     unlabeled_pass=unlabeled_pass).to(self.device)
         if cfg.train.compile:
             self.learner.encoder = torch.compile(self.learner.encoder)
         self.model: nn.Module = self.learner
@@ -130,13 +131,13 @@ class Trainer:
             )
         self.ema = None
         if cfg.optim.ema > 0:
-            self.ema = AveragedModel(self.learner, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema),
-                                     use_buffers=True)
+            self.ema = weight_ema(self.learner, cfg.optim.ema)
 
     def _build_optimisation(self) -> None:
         cfg = self.cfg
         groups = self.learner.encoder.param_groups(cfg.optim.lr)
         groups.append({"params": [p for p in self.learner.method.parameters() if p.requires_grad]})
+        groups = split_weight_decay(groups, self.learner.named_parameters())
         self.optimizer = build_optimizer(groups, cfg.optim) if cfg.optim.iterations > 0 else None
         self.scheduler = build_scheduler(self.optimizer, cfg.optim) if self.optimizer else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")

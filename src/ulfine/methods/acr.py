@@ -14,8 +14,7 @@ Two heads on the same z: a standard head f and a balanced head g. pi_l is the la
 Adaptive tau. The unlabeled class distribution u_py is an EMA (pu_momentum) of the normalised
 histogram of the balanced head's confident weak-view predictions. Each step the symmetric KL
 divergences KL_a = (KL(u_py || a) + KL(a || u_py)) / 2 to the anchors a = (consistent = pi_l,
-uniform, reversed = pi_l flipped) are accumulated; every ``est_every`` iterations (ACR: every
-epoch) their mean sets
+uniform, reversed = pi_l flipped) are accumulated; every ``est_every`` iterations their mean sets
 
     s   = exp(KL_con) / sum_a exp(KL_a)          (ACR's code)
     tau = tau_con + (tau_uni - tau_con) * 2s           for s <= 1/2
@@ -26,6 +25,17 @@ tau_min) * s; with its values (0, 1, 2) the piecewise form is the same line, and
 uniform anchor's tau be set too. Far from the consistent anchor (reversed) s -> 1, tau -> tau_rev;
 at it s -> 0; for a uniform estimate KL_con = KL_rev, so s < 1/2 and tau is near tau_uni. As in
 ACR's code, tau starts at tau_rev (its tau1) until the first estimate.
+
+Schedule, relative to the run. ACR's code estimates once per "epoch" (``--eval-step`` = 500
+iterations, 1/500 of its 250k-iteration run) after ``--est-epoch`` = 5 epochs, i.e. it starts
+accumulating after 6 of 500 epochs (1.2 % of the run) and re-estimates hundreds of times. Here
+``est_every = 0`` means one pass over the unlabeled set (``MethodContext.unlabeled_pass``), but
+at most ``total_iterations // MIN_ESTIMATES`` so that a short run still estimates tau at least
+``MIN_ESTIMATES`` times; ``est_start = -1`` means ACR's 1.2 % of the run. Every estimate is kept
+(iteration, tau) in ``tau_history`` (metrics.json ``method_state``).
+
+The batch statistics (the histogram feeding u_py) are summed over the micro-batches of one
+optimiser step and folded in by ``after_optimizer_step``, once per step.
 
 The test prediction is the balanced head g(z) (ACR's code reports that head's accuracy).
 
@@ -55,8 +65,12 @@ class ACRConfig:
     # tau for an unlabeled estimate at the (consistent, uniform, reversed) anchor; the pseudo-labels
     # of the standard head come from logits - tau * log(pi_l) (ACR: tau_min = 0 .. tau_max = tau1 = 2)
     tau_range: tuple[float, float, float] = (0.0, 1.0, 2.0)
-    est_every: int = option(500, range=">= 1")  # re-estimate tau every N iterations (ACR: each epoch)
-    est_start: int = option(0, range=">= 0")  # iterations before the unlabeled distribution is estimated (ACR: 5 epochs)
+    # re-estimate tau every N iterations; 0 = one pass over the unlabeled set, at most
+    # optim.iterations // 10 (ACR: each 500-iteration epoch, 500 times a run)
+    est_every: int = option(0, range=">= 0")
+    # iterations before the unlabeled distribution is estimated; -1 = ACR's warm-up, 1.2 % of
+    # optim.iterations (ACR: from epoch 6 of 500)
+    est_start: int = option(-1, range=">= -1")
     pu_momentum: float = option(0.99, range="in [0, 1)")  # EMA of the unlabeled class distribution (ACR's --ema-u in its README)
     lambda_bal: float = option(1.0, range=">= 0")  # weight of the balanced (logit-adjusted) head's losses
     tau_bal: float = 2.0  # LA strength of the balanced head's labeled loss (ACR: tau2)
@@ -86,6 +100,18 @@ def adaptive_tau(kl: Tensor, tau_range: tuple[float, float, float]) -> Tensor:
     )
 
 
+MIN_ESTIMATES = 10  # an automatic est_every estimates tau at least this often per run [ours]
+ACR_WARMUP = 6 / 500  # ACR accumulates from epoch est_epoch + 1 = 6 of its 500 epochs
+
+
+def estimate_schedule(acr: ACRConfig, ctx: MethodContext) -> tuple[int, int]:
+    """(est_every, est_start) in iterations; 0 / -1 in the config resolve against the run."""
+    total = max(ctx.total_iterations, 1)
+    every = acr.est_every or max(1, min(ctx.unlabeled_pass or total, total // MIN_ESTIMATES))
+    start = acr.est_start if acr.est_start >= 0 else int(ACR_WARMUP * total)
+    return every, start
+
+
 @METHODS.register("acr", config=ACRConfig)
 class ACR(SSLMethod):
     """Standard + balanced head, consistency on the strong view with an adaptive logit adjustment."""
@@ -93,6 +119,7 @@ class ACR(SSLMethod):
     DIAGNOSTICS = {
         "prior_unlabeled": Diagnostic("P_u (unlabeled class prior)"),
         "tau": Diagnostic("adaptive tau", kind="scalar"),
+        "tau_history": Diagnostic("adaptive tau per estimate", kind="history"),
     }
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
@@ -107,6 +134,13 @@ class ACR(SSLMethod):
         self.register_buffer("kl_sum", torch.zeros(3))
         self.register_buffer("kl_steps", torch.zeros(()))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self.est_every, self.est_start = estimate_schedule(self.acr, ctx)
+        slots = ctx.total_iterations // self.est_every + 1
+        # (iteration, tau) rows, the first `estimates` of them set
+        self.register_buffer("tau_history", torch.zeros(slots, 2))
+        self.register_buffer("estimates", torch.zeros((), dtype=torch.long))
+        # this optimiser step's confident-class counts, summed over its micro-batches
+        self.register_buffer("pending_counts", torch.zeros(ctx.num_classes), persistent=False)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.head_bal(z)
@@ -121,7 +155,7 @@ class ACR(SSLMethod):
         pseudo, pseudo_bal, confident_bal = self._pseudo_labels(z_weak)
         loss_unsup = masked_ce(self.head(z_strong), pseudo.labels, pseudo.mask)
         loss_unsup_bal = masked_ce(self.head_bal(z_strong), pseudo_bal.labels, pseudo_bal.mask)
-        self._accumulate_estimate(confident_bal)
+        self.pending_counts.add_(class_histogram(confident_bal.labels, self.num_classes, weights=confident_bal.mask))
         return StepOutput(
             losses={
                 "sup": loss_sup,
@@ -153,11 +187,12 @@ class ACR(SSLMethod):
         return adjusted, adjusted_bal, own_bal
 
     @torch.no_grad()
-    def _accumulate_estimate(self, confident_bal: PseudoLabels) -> None:
-        """u_py <- EMA of this batch's confident-class histogram; add its KL to the anchors."""
-        counts = global_sum(class_histogram(confident_bal.labels, self.num_classes, weights=confident_bal.mask))
+    def _accumulate_estimate(self) -> None:
+        """u_py <- EMA of this step's confident-class histogram; add its KL to the anchors."""
+        counts = global_sum(self.pending_counts.clone())
+        self.pending_counts.zero_()
         total = counts.sum()
-        active = (total > 0) & (self.iteration >= self.acr.est_start)
+        active = (total > 0) & (self.iteration >= self.est_start)
         self.prior_unlabeled.update((counts / total.clamp_min(1.0)).unsqueeze(0), active=active)
         kl = symmetric_kl(self.prior_unlabeled.value, self.anchors)
         self.kl_sum.add_(kl * active)
@@ -165,13 +200,30 @@ class ACR(SSLMethod):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """Every ``est_every`` iterations: tau from the window's mean KL, then a new window."""
+        """Fold in this step's estimate; every ``est_every`` iterations tau from the window's mean
+        KL (recorded in ``tau_history``), then a new window."""
+        self._accumulate_estimate()
         self.iteration.add_(1)
-        window_end = self.iteration % self.acr.est_every == 0
+        window_end = self.iteration % self.est_every == 0
         estimated = adaptive_tau(self.kl_sum / self.kl_steps.clamp_min(1.0), self.acr.tau_range)
-        self.tau.copy_(torch.where(window_end & (self.kl_steps > 0), estimated, self.tau))
+        update = window_end & (self.kl_steps > 0)
+        self.tau.copy_(torch.where(update, estimated, self.tau))
+        slot = self.estimates.clamp_max(len(self.tau_history) - 1)
+        row = torch.stack([self.iteration.float(), self.tau])
+        self.tau_history[slot] = torch.where(update, row, self.tau_history[slot])
+        self.estimates.add_(update.long())
         self.kl_sum.copy_(torch.where(window_end, torch.zeros_like(self.kl_sum), self.kl_sum))
         self.kl_steps.copy_(torch.where(window_end, torch.zeros_like(self.kl_steps), self.kl_steps))
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        """A saved tau_history keeps its length (the estimate count depends on the data size,
+        which e.g. ``ulfine predict`` does not know)."""
+        saved = state_dict.get(prefix + "tau_history")
+        if saved is not None and saved.shape != self.tau_history.shape:
+            self.tau_history = torch.empty_like(saved, device=self.tau_history.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def diagnostics(self) -> dict[str, Tensor]:
-        return {"prior_unlabeled": self.prior_unlabeled.value, "tau": self.tau}
+        """u_py, the current tau and every estimate so far as [iteration, tau] rows."""
+        history = self.tau_history[: int(self.estimates.clamp_max(len(self.tau_history)))]
+        return {"prior_unlabeled": self.prior_unlabeled.value, "tau": self.tau, "tau_history": history}

@@ -33,6 +33,7 @@ class MethodContext:
     def head_shape(self) -> tuple[int, int] | None:
         """(C, D) for heads built without text prototypes."""
         return None if self.feature_dim is None else (self.num_classes, self.feature_dim)
+    unlabeled_pass: int = 0  # iterations per pass over the unlabeled set (0 = unknown)
 
 
 @dataclass
@@ -50,7 +51,8 @@ class Diagnostic:
     """How reports show one entry of ``SSLMethod.diagnostics()`` (they know no method)."""
 
     label: str  # axis label or table row, e.g. "PAF alpha"
-    kind: Literal["per_class", "scalar"] = "per_class"  # [C] values, or one number
+    # [C] values, one number, or [n, 2] rows of (iteration, value) (kept in metrics.json, not drawn)
+    kind: Literal["per_class", "scalar", "history"] = "per_class"
     plot: bool = False  # per-class: a panel of `ulfine analyze`'s method figure
 
 
@@ -102,7 +104,11 @@ class SSLMethod(nn.Module):
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """No-grad updates after each optimiser step (e.g. ULFine's PAF)."""
+        """No-grad updates after each optimiser step (e.g. ULFine's PAF).
+
+        State fed by batch statistics (EMAs of P_u, prototypes, counters) is updated here too,
+        from statistics ``step`` summed over the step's micro-batches, so ``optim.grad_accum``
+        changes neither how often nor from which samples the state moves."""
 
     def diagnostics(self) -> dict[str, Tensor]:
         """Method state worth logging at evaluation time (e.g. P_u, alpha_k); keys in ``DIAGNOSTICS``."""

@@ -69,7 +69,13 @@ class EMADistribution(nn.Module):
         e.g. for a batch with no confident prediction.
         """
         probs = probs.detach().float()
-        total = global_sum(torch.cat([probs.sum(dim=0), probs.new_tensor([len(probs)])]))
+        self.update_from_sums(probs.sum(dim=0), probs.new_tensor(float(len(probs))), active)
+
+    @torch.no_grad()
+    def update_from_sums(self, sums: Tensor, count: Tensor, active: Tensor | None = None) -> None:
+        """Fold in the mean of ``count`` probability rows given by their sum [C] (e.g. summed
+        over the micro-batches of one optimiser step)."""
+        total = global_sum(torch.cat([sums.float(), count.float().view(1)]))
         batch_mean = total[:-1] / total[-1]  # the global batch's mean, under DDP too
         updated = self.momentum * self.dist + (1.0 - self.momentum) * batch_mean
         if active is not None:

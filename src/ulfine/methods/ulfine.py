@@ -184,9 +184,13 @@ def paf_update(proto_text: Tensor, proto_visual: Tensor, alpha: Tensor, mode: st
 def ema_class_means(proto_visual: Tensor, z: Tensor, targets: Tensor, momentum: float) -> Tensor:
     """c_k^v <- m c_k^v + (1 - m) mean_{y_i = k} z_i for the classes in ``targets`` [B];
     the others keep their value. proto_visual [C, D], z [B, D] -> [C, D]."""
-    num_classes = len(proto_visual)
-    counts = global_sum(class_histogram(targets, num_classes))
-    sums = global_sum(torch.zeros_like(proto_visual).index_add_(0, targets.long(), z.to(proto_visual.dtype)))
+    sums = torch.zeros_like(proto_visual).index_add_(0, targets.long(), z.to(proto_visual.dtype))
+    return ema_from_class_sums(proto_visual, sums, class_histogram(targets, len(proto_visual)), momentum)
+
+
+def ema_from_class_sums(proto_visual: Tensor, sums: Tensor, counts: Tensor, momentum: float) -> Tensor:
+    """`ema_class_means` from per-class feature sums [C, D] and counts [C] (summed over DDP here)."""
+    counts, sums = global_sum(counts), global_sum(sums)
     means = sums / counts.clamp(min=1).unsqueeze(1)
     updated = momentum * proto_visual + (1 - momentum) * means
     return torch.where((counts > 0).unsqueeze(1), updated, proto_visual)
@@ -259,6 +263,12 @@ class ULFine(SSLMethod):
         self.prior_unlabeled = EMADistribution(num_classes, self.ucfg.pu_momentum)  # P_u
         self.prior_seen = EMADistribution(num_classes, self.ucfg.pu_momentum)  # pi_hat
         self.prior_seen.dist.copy_(self.log_prior_labeled.exp())
+        # this optimiser step's statistics, summed over its micro-batches (after_optimizer_step folds them in)
+        self.register_buffer("pending_feature_sums", torch.zeros(num_classes, dim), persistent=False)
+        self.register_buffer("pending_label_counts", torch.zeros(num_classes), persistent=False)
+        self.register_buffer("pending_prob_sums", torch.zeros(num_classes), persistent=False)
+        self.register_buffer("pending_unlabeled", torch.zeros(()), persistent=False)
+        self.register_buffer("pending_seen_counts", torch.zeros(num_classes), persistent=False)
         self.fusion_weights = _FUSION_WEIGHTS[self.ucfg.fusion](self.ucfg)
         train_factor, fuse_factor = _LP_PRIOR_FACTORS[self.ucfg.lp_loss]
         self.tau_train = train_factor * cfg.la_tau
@@ -297,13 +307,13 @@ class ULFine(SSLMethod):
         self, z_labeled: Tensor, targets: Tensor, z_weak: Tensor | None, z_strong: Tensor | None
     ) -> StepOutput:
         """L_s per head, pseudo-labels from the fused weak view, L_u per head, L_orth; then the
-        no-grad state updates (c^v, P_u, pi_hat)."""
+        statistics of the no-grad state updates (c^v, P_u, pi_hat), applied once per optimiser step."""
         losses = self._supervised_losses(z_labeled, targets)
         pseudo = self._pseudo(z_weak)
         losses.update(self._unsupervised_losses(z_strong, pseudo))
         if self.ucfg.orth:
             losses["orth"] = self.ucfg.lambda_orth * orthogonality_loss(self.proto_text)
-        self._update_state(z_labeled, targets, pseudo)
+        self._collect_state(z_labeled, targets, pseudo)
         return StepOutput(losses=losses, pseudo=pseudo)
 
     def strong_mask(self, z_weak: Tensor) -> Tensor:
@@ -330,19 +340,37 @@ class ULFine(SSLMethod):
         }
 
     @torch.no_grad()
-    def _update_state(self, z_labeled: Tensor, targets: Tensor, pseudo: PseudoLabels) -> None:
-        self.proto_visual.copy_(
-            ema_class_means(self.proto_visual, z_labeled.detach(), targets, self.ucfg.proto_momentum)
-        )
-        self.prior_unlabeled.update(pseudo.probs)
-        counts = global_sum(class_histogram(targets, self.num_classes) + class_histogram(
+    def _collect_state(self, z_labeled: Tensor, targets: Tensor, pseudo: PseudoLabels) -> None:
+        """Adds this micro-batch's sums for c^v (labeled features per class), P_u (probabilities)
+        and pi_hat (labels + confident pseudo-labels)."""
+        self.pending_feature_sums.index_add_(0, targets.long(), z_labeled.detach().to(self.pending_feature_sums.dtype))
+        self.pending_label_counts.add_(class_histogram(targets, self.num_classes))
+        self.pending_prob_sums.add_(pseudo.probs.sum(dim=0))
+        self.pending_unlabeled.add_(len(pseudo.probs))
+        self.pending_seen_counts.add_(class_histogram(targets, self.num_classes) + class_histogram(
             pseudo.labels, self.num_classes, weights=pseudo.mask
         ))
-        self.prior_seen.update((counts / counts.sum()).unsqueeze(0))
+
+    @torch.no_grad()
+    def _update_state(self) -> None:
+        """c^v, P_u and pi_hat from the step's summed statistics; then a fresh sum."""
+        self.proto_visual.copy_(ema_from_class_sums(
+            self.proto_visual, self.pending_feature_sums, self.pending_label_counts, self.ucfg.proto_momentum
+        ))
+        # an empty sum (no step ran since the last update) leaves P_u and pi_hat as they are
+        self.prior_unlabeled.update_from_sums(self.pending_prob_sums, self.pending_unlabeled,
+                                              active=global_sum(self.pending_unlabeled) > 0)
+        counts = global_sum(self.pending_seen_counts)
+        self.prior_seen.update((counts / counts.sum().clamp_min(1.0)).unsqueeze(0), active=counts.sum() > 0)
+        for pending in (self.pending_feature_sums, self.pending_label_counts, self.pending_prob_sums,
+                        self.pending_unlabeled, self.pending_seen_counts):
+            pending.zero_()
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
-        """PAF: fit each c_k^t towards c_k^v by alpha_k (paf_mode, paf_alpha)."""
+        """The step's state updates (c^v, P_u, pi_hat), then PAF: fit each c_k^t towards c_k^v by alpha_k
+        (paf_mode, paf_alpha)."""
+        self._update_state()
         if not self.ucfg.paf:
             return
         self.alpha.copy_(paf_alpha(self.prior_unlabeled.value, self.ucfg.mu, self.ucfg.paf_alpha))

@@ -21,6 +21,7 @@ Every strategy attaches to all blocks, so there is no frozen prefix to run witho
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ulfine.config import ConfigError, StrategyConfig, option
-from ulfine.models.peft import PEFT
+from ulfine.models.peft import PEFT, residual_blocks
+from ulfine.models.peft.adaptformer import lift_bottleneck
 from ulfine.registry import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -143,8 +145,24 @@ def _tuned_names(visual: nn.Module, container: nn.Module, strategy: str) -> froz
     return frozenset(owned[id(param)] for param in container.parameters())
 
 
-def build_image_encoder(visual: nn.Module, cfg: StrategyConfig) -> ImageEncoder:
-    """Freezes ``visual``, applies strategy ``cfg.name`` in place, and wraps it."""
+# PEFT size options where 0 means LIFT's rule (`lift_bottleneck`): AdaptFormer's dim, LoRA's rank
+AUTO_SIZES = ("dim", "rank")
+
+
+def resolve_peft_dims(cfg: StrategyConfig, visual: nn.Module, num_classes: int) -> StrategyConfig:
+    """``cfg`` with its PEFT module's size options left at 0 replaced by LIFT's rule for this ViT."""
+    options = cfg.peft_options
+    auto = lift_bottleneck(num_classes, len(residual_blocks(visual)))
+    sizes = {name: auto for name in AUTO_SIZES if getattr(options, name, None) == 0}
+    return dataclasses.replace(cfg, peft_options=dataclasses.replace(options, **sizes)) if sizes else cfg
+
+
+def build_image_encoder(visual: nn.Module, cfg: StrategyConfig, num_classes: int | None = None) -> ImageEncoder:
+    """Freezes ``visual``, applies strategy ``cfg.name`` in place, and wraps it. ``num_classes``
+    resolves the PEFT sizes left at 0 (LIFT's rule)."""
+    if cfg.name == "lft" and num_classes is not None:
+        cfg = resolve_peft_dims(cfg, visual, num_classes)
+        logger.info("lft (%s): %s", cfg.peft, cfg.peft_options)
     visual.requires_grad_(False)
     container = STRATEGIES.get(cfg.name)(visual, cfg)
     container.requires_grad_(True)

@@ -4,13 +4,19 @@ Each block's feed-forward branch becomes ``mlp(ln_2(x)) + s * up(relu(down(LN(x)
 (ULFINE.md §2). The adapter reads the same residual-stream input ``x`` as the MLP branch and has
 its own LayerNorm, as LIFT's ``AdaptFormer`` does (``x + adaptformer(identity)`` with
 ``identity`` taken before ``ln_2``). ``up`` starts at zero, so step 0 equals the frozen model.
-The scale ``s`` is fixed (``strategy.adaptformer.scale``, the AdaptFormer paper's choice); LIFT
-learns it instead.
+
+As LIFT's module: ``s`` is a parameter initialised to ``strategy.adaptformer.scale`` = 1
+(``strategy.adaptformer.learnable_scale=false`` fixes it, the AdaptFormer paper's s = 0.1 with
+``scale=0.1``); ``down`` gets a Kaiming-normal weight (a = sqrt(5)) and a zero bias; the
+bottleneck r follows LIFT's rule ``2^max(0, floor(log2(C / 2L)))`` when ``strategy.adaptformer.dim``
+is 0 (`lift_bottleneck`, resolved by `ulfine.models.encoder.build_image_encoder`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ulfine.config import option
@@ -21,24 +27,27 @@ from ulfine.models.peft.base import PEFT, match_device_dtype, residual_blocks, w
 class AdaptFormerConfig:
     """``strategy.adaptformer.*`` (also read from the flat ``strategy.adapter_dim/_scale``)."""
 
-    dim: int = option(64, range=">= 1", alias="adapter_dim")  # bottleneck r
-    scale: float = option(0.1, alias="adapter_scale")  # output scale s
+    # bottleneck r; 0 = LIFT's rule 2^max(0, floor(log2(C / 2L))) for C classes, L blocks
+    dim: int = option(0, range=">= 0", alias="adapter_dim")
+    scale: float = option(1.0, alias="adapter_scale")  # output scale s (its initial value when learnable; LIFT: 1)
+    learnable_scale: bool = True  # s is trained (LIFT) or fixed (AdaptFormer paper: s = 0.1 with scale=0.1)
 
 
 class AdaptFormer(nn.Module):
     """Bottleneck adapter: ``s * up(relu(down(LN(x))))``, [..., d] -> [..., d]."""
 
-    def __init__(self, dim: int, bottleneck: int, scale: float) -> None:
+    def __init__(self, dim: int, bottleneck: int, scale: float, learnable_scale: bool = True) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.down = nn.Linear(dim, bottleneck)
         self.act = nn.ReLU()
         self.up = nn.Linear(bottleneck, dim)
-        self.scale = scale
+        self.scale: Tensor | float = nn.Parameter(torch.full((1,), scale)) if learnable_scale else scale
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Zero up-projection: the adapter adds nothing until it is trained."""
+        """LIFT's init; the zero up-projection makes the adapter add nothing until it is trained."""
+        nn.init.kaiming_normal_(self.down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
@@ -64,9 +73,20 @@ class ParallelAdapterMLP(nn.Module):
         return self.mlp(self.norm(x)) + self.adapter(x)
 
 
+def lift_bottleneck(num_classes: int, num_blocks: int) -> int:
+    """LIFT's bottleneck (and LoRA rank) rule: 2^max(0, floor(log2(C / 2L))), e.g. 1 for 10 classes."""
+    ratio = num_classes / (2 * num_blocks)
+    return 1 if ratio < 2 else 2 ** int(math.floor(math.log2(ratio)))
+
+
 @PEFT.register("adaptformer", config=AdaptFormerConfig)
 def attach(visual: nn.Module, cfg: AdaptFormerConfig) -> nn.ModuleList:
     """Adds an AdaptFormer to every block; returns the adapters (all trainable parameters)."""
+    if cfg.dim < 1:
+        raise ValueError(
+            f"strategy.adaptformer.dim = {cfg.dim}: LIFT's rule needs the class count, so build the "
+            "encoder with build_image_encoder(..., num_classes=C) or set strategy.adaptformer.dim >= 1"
+        )
     adapters = nn.ModuleList()
     for index, block in enumerate(residual_blocks(visual)):
         if not isinstance(block.ls_2, nn.Identity):
@@ -74,7 +94,7 @@ def attach(visual: nn.Module, cfg: AdaptFormerConfig) -> nn.ModuleList:
                 f"resblocks[{index}].ls_2 is {type(block.ls_2).__name__}, not Identity: "
                 "a parallel adapter would be scaled by LayerScale, so AdaptFormer is not exact here"
             )
-        adapter = AdaptFormer(width(visual), cfg.dim, cfg.scale)
+        adapter = AdaptFormer(width(visual), cfg.dim, cfg.scale, cfg.learnable_scale)
         adapter = match_device_dtype(adapter, block.mlp)
         block.mlp = ParallelAdapterMLP(block.ln_2, block.mlp, adapter)
         block.ln_2 = nn.Identity()

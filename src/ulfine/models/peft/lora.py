@@ -5,6 +5,11 @@
 ``Attention``), so open_clip's forward runs unchanged, including PyTorch's fused attention path.
 ``B`` starts at zero, so step 0 equals the frozen model. After attaching, the pretrained weight's
 state-dict key becomes ``attn.parametrizations.in_proj_weight.original``.
+
+As LIFT's ``LoRA`` on q and v (``q + s * x A B``, A [d, r], B [r, d]): rank r from LIFT's rule when
+``strategy.lora.rank`` is 0, scaling ``lora_alpha / r`` = 1 / r, and A Kaiming-uniform (a = sqrt(5))
+with LIFT's fan-in r, i.e. uniform in +-1/sqrt(r) (the LoRA paper's fan-in is d). LIFT adds the
+update to the LayerNorm-ed block input, the same input ``in_proj_weight`` multiplies.
 """
 from __future__ import annotations
 
@@ -23,8 +28,8 @@ from ulfine.models.peft.base import PEFT, match_device_dtype, residual_blocks, w
 class LoRAConfig:
     """``strategy.lora.*`` (also read from the flat ``strategy.lora_rank/_alpha``)."""
 
-    rank: int = option(8, range=">= 1", alias="lora_rank")  # r
-    alpha: float = option(8.0, alias="lora_alpha")  # the update is scaled by alpha / r
+    rank: int = option(0, range=">= 0", alias="lora_rank")  # r; 0 = LIFT's rule (as adaptformer.dim's)
+    alpha: float = option(1.0, alias="lora_alpha")  # the update is scaled by alpha / r (LIFT: 1 / r)
 
 
 class LowRankQV(nn.Module):
@@ -40,9 +45,9 @@ class LowRankQV(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Random A, zero B (the LoRA paper's init): the update starts at zero."""
+        """Random A (LIFT's bound 1/sqrt(r)), zero B: the update starts at zero."""
         for a in (self.a_q, self.a_v):
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(a.T, a=math.sqrt(5))  # A^T is LIFT's [d, r]: fan-in r
         for b in (self.b_q, self.b_v):
             nn.init.zeros_(b)
 
@@ -55,6 +60,11 @@ class LowRankQV(nn.Module):
 @PEFT.register("lora", config=LoRAConfig)
 def attach(visual: nn.Module, cfg: LoRAConfig) -> nn.ModuleList:
     """Parametrizes every block's fused qkv weight; returns the LowRankQV modules."""
+    if cfg.rank < 1:
+        raise ValueError(
+            f"strategy.lora.rank = {cfg.rank}: LIFT's rule needs the class count, so build the "
+            "encoder with build_image_encoder(..., num_classes=C) or set strategy.lora.rank >= 1"
+        )
     updates = nn.ModuleList()
     for index, block in enumerate(residual_blocks(visual)):
         if getattr(block.attn, "in_proj_weight", None) is None:
