@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ulfine {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a read-only or missing output folder, a folder given as a file
+        if err.errno is None:  # raised by hand, not by a failed OS call: a bug
+            raise
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             logging.exception("traceback")
         print(f"ulfine {args.command}: error: {os_error_message(err)}", file=sys.stderr)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # renders with Agg, leaves pyplot's global
 
 from ulfine.config import load_config
 from ulfine.data.build import LTSSLSplits, build_splits
+from ulfine.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides).data
     for option, value in (("--json", args.json), ("--plot", getattr(args, "plot", None))):
         if value and Path(value).is_dir():
-            raise ValueError(f"{option} '{value}' is a folder; give a file name, e.g. {Path(value) / 'counts.json'}"
+            raise UsageError(f"{option} '{value}' is a folder; give a file name, e.g. {Path(value) / 'counts.json'}"
                              if option == "--json" else f"{option} '{value}' is a folder; give a .png file name")
     splits = build_splits(cfg)
     print(count_table(splits))
