@@ -110,7 +110,9 @@ def test_abort_message_is_truthful(tmp_path: Path) -> None:
 
     from ulfine.commands.train import abort_state
 
-    trainer = SimpleNamespace(run_dir=tmp_path / "run")
+    from ulfine.runfolder import RunFolder
+
+    trainer = SimpleNamespace(run_dir=tmp_path / "run", folder=RunFolder(tmp_path / "run"))
     assert abort_state(trainer) == "no checkpoint was written yet; run the same command again to start over"
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"")
