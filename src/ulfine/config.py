@@ -43,7 +43,10 @@ class DataConfig:
     m1: int = 4000  # unlabeled images of the most frequent class (M_1)
     gamma_l: float = 100.0  # labeled imbalance ratio N_1 / N_C
     gamma_u: float = 100.0  # unlabeled imbalance ratio (ignored for `uniform`)
-    distribution: str = "consistent"  # consistent | uniform | reversed | middle | headtail
+    # consistent | uniform | reversed | middle | headtail (synthetic long tail from n1/m1/gamma), or
+    # natural: the data as it is (every train/<class>/ image labeled, all of unlabeled/ unlabeled)
+    distribution: str = "consistent"
+    test_holdout: float = 0.2  # natural without a test/ folder: share of each class held out as test
     labeled_in_unlabeled: bool = False  # ACR's convention: unlabeled = first N_k + M_k
     selection: Literal["first", "shuffle"] = "first"  # which images of a class are taken
     split_seed: int = 0  # seed of the per-class shuffle (selection=shuffle)
@@ -198,6 +201,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.num_workers": (lambda v: v >= 0, ">= 0"),
     "data.val_per_class": (lambda v: v >= 0, ">= 0"),
     "data.cutout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.test_holdout": (lambda v: 0 < v < 1, "in (0, 1)"),
     "strategy.adapter_dim": (lambda v: v >= 1, ">= 1"),
     "strategy.lora_rank": (lambda v: v >= 1, ">= 1"),
     "strategy.vpt_length": (lambda v: v >= 1, ">= 1"),

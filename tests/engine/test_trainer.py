@@ -121,3 +121,45 @@ def test_two_process_ddp_equals_one_process(method: str, tiny_clip_dir: Path, ti
     single = Trainer(single_cfg)
     single.fit(until=3)
     assert_same_state(torch.load(out), trained_state(single), atol=1e-5)
+
+
+def test_without_a_validation_split_the_final_weights_are_the_result(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """No model selection on test data: no best.pt, and metrics.json is the last step's test."""
+    trainer = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=run"))
+    result = trainer.fit()
+    assert not (tmp_path / "runs" / "run" / "checkpoints" / "best.pt").exists()
+    assert result["selected"] == "final" and result["best_iteration"] == -1
+    assert result["top1"] == trainer.evaluate()["top1"]
+
+
+def test_a_validation_split_chooses_best_pt_by_validation_only(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation peaks at iteration 3, test at 6: step 3 is selected and its test accuracy reported."""
+    trainer = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=run",
+                                  "data.val_per_class=2"))
+    real_evaluate, real_load = trainer.evaluate, trainer._load_weights
+    test_top1: dict[str, float] = {}
+
+    def scripted(split: str = "test") -> dict:
+        metrics = real_evaluate(split)
+        late = trainer.state.iteration == 6 and "best" not in test_top1
+        if split == "val":
+            metrics["class_mean"] = 10.0 if late else 90.0
+        else:
+            metrics["top1"] = 99.0 if late else metrics["top1"]
+            test_top1.setdefault(str(trainer.state.iteration), metrics["top1"])
+        return metrics
+
+    def load(path: Path) -> None:
+        test_top1["best"] = -1.0
+        real_load(path)
+
+    monkeypatch.setattr(trainer, "evaluate", scripted)
+    monkeypatch.setattr(trainer, "_load_weights", load)
+    result = trainer.fit()
+    assert result["selected"] == "best_val@3" and result["best_iteration"] == 3
+    assert result["final_test_top1"] == 99.0 and result["top1"] == test_top1["3"]
+    assert (tmp_path / "runs" / "run" / "checkpoints" / "best.pt").is_file()

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ulfine.config import ConfigError, RunConfig, save_config, to_dict
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
+from ulfine.data.build import count_table
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
@@ -85,7 +86,7 @@ class Trainer:
         self._build_model()
         self._build_optimisation()
         self._build_streams()
-        self.accuracy = ClassAccuracy(self.data.labeled_counts)
+        self.accuracy = ClassAccuracy(groups=self.data.groups, num_classes=len(self.data.class_names))
         self.diagnostics = PseudoLabelDiagnostics(len(self.data.class_names))
 
     # ----------------------------------------------------------------- setup
@@ -220,6 +221,8 @@ class Trainer:
         cfg = self.cfg
         stop_at = cfg.optim.iterations if until is None else min(until, cfg.optim.iterations)
         self._prepare_run_dir()
+        if self.dist.is_main and self.state.iteration == 0:
+            logger.info("classes (labeled counts set the head / medium / tail groups):\n%s", count_table(self.data))
         log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard)
         previous = self._install_signal_handlers()
         sums: dict[str, Tensor] = {}
@@ -243,14 +246,25 @@ class Trainer:
             log.close()
             return {}
         final = self.evaluate()
-        result = self._final_metrics(final)
-        if self.data.val is not None:
-            result["val"] = self.evaluate("val")
+        val = self.evaluate("val") if self.data.val is not None else None
+        if val is not None:
+            self._consider_best(val["class_mean"], self.state.iteration)
+        # checkpoint first: a run killed after it redoes the final record and metrics.json
+        # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
+        self.save_checkpoint("last")
         if self.dist.is_main:
-            # checkpoint first: a run killed after it redoes the final record and metrics.json
-            # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
-            self.save_checkpoint("last")
-            log.write(self.state.iteration, {"test": final, **({"val": result["val"]} if "val" in result else {})})
+            log.write(self.state.iteration, {"test": final, **({"val": val} if val is not None else {})})
+        selected, result_test = "final", final
+        if val is not None and self.state.best_iteration < self.state.iteration:
+            # the validation split chose an earlier step: its weights are the result
+            self._load_weights(self.run_dir / "checkpoints" / "best.pt")
+            selected, result_test = f"best_val@{self.state.best_iteration}", self.evaluate()
+        result = self._final_metrics(result_test)
+        result["selected"] = selected
+        if val is not None:
+            result["val"] = val
+            result["final_test_top1"] = final["top1"]  # the last step's test top-1, whichever was selected
+        if self.dist.is_main:
             ckpt.atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2))
         log.close()
         barrier()
@@ -272,13 +286,24 @@ class Trainer:
             record["method"] = _tolist(self.learner.method.diagnostics())
             self.diagnostics.reset()
             log.write(it, record)
-            # model selection on val when there is one, by mean per-class accuracy (val is long-tailed)
-            selection = record["val"]["class_mean"] if "val" in record else record["test"]["top1"]
-            if selection > self.state.best_top1:
-                self.state.best_top1, self.state.best_iteration = selection, it
-                self.save_checkpoint("best")
+            if "val" in record:  # model selection on val only (never on test), by mean per-class accuracy
+                self._consider_best(record["val"]["class_mean"], it)
         if it % cfg.train.checkpoint_every == 0:
             self.save_checkpoint("last")
+
+    def _consider_best(self, val_class_mean: float, iteration: int) -> None:
+        """Keep checkpoints/best.pt for the step with the best validation accuracy so far."""
+        if val_class_mean > self.state.best_top1:
+            self.state.best_top1, self.state.best_iteration = val_class_mean, iteration
+            self.save_checkpoint("best")
+
+    def _load_weights(self, path: Path) -> None:
+        """The model weights of checkpoint ``path`` (not its optimiser, streams or counters)."""
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        self.learner.encoder.load_tuned_state_dict(state["encoder"])
+        self.learner.method.load_state_dict(state["method"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
 
     # ------------------------------------------------------------ evaluation
     def eval_module(self) -> Learner:
@@ -307,8 +332,8 @@ class Trainer:
             **test,
             "train_seconds": self.state.train_seconds,
             "iterations": self.state.iteration,
-            "best_selection_top1": self.state.best_top1,  # val class_mean when there is a val split, else test top1
-            "best_iteration": self.state.best_iteration,
+            "best_selection_top1": self.state.best_top1,  # best val class_mean; -1 without a val split
+            "best_iteration": self.state.best_iteration,  # -1 without a val split (no best.pt)
             "class_names": self.data.class_names,
             "labeled_counts": list(self.data.labeled_counts),
             "unlabeled_counts": list(self.data.unlabeled_counts) if self.data.unlabeled_counts else None,
