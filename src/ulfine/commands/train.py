@@ -49,6 +49,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 128 + trainer.stop_signal
     if result and trainer.dist.is_main:
-        summary = {k: result[k] for k in ("top1", "head", "medium", "tail", "train_seconds")}
+        summary = {k: result[k] for k in ("top1", "head", "medium", "tail", "train_seconds", "selected")
+                   if k in result}
         print(json.dumps({"run_dir": str(trainer.run_dir), **summary}, indent=2))
+        print(next_steps(trainer.run_dir))
     return 0
+
+
+def next_steps(run_dir: Path) -> str:
+    """What to run on a finished run."""
+    return (f"next:\n  ulfine report {run_dir}                      # HTML report (report.html in the run)\n"
+            f"  ulfine analyze {run_dir} --out {run_dir}/analysis   # pseudo-label and calibration figures\n"
+            f"  ulfine predict --run {run_dir} --images DIR --output predictions.csv")

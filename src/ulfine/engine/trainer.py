@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import logging.handlers
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -73,6 +75,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, foundation: Foundation | None = None,
                  data: LTSSLData | None = None) -> None:
         self.cfg = cfg
+        self._log_buffer = _start_log_buffer()  # what happens before the run folder exists goes to train.log too
         self.device = resolve_device(cfg.train.device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.device.type == "cuda":
@@ -241,8 +244,9 @@ class Trainer:
             _restore_signal_handlers(previous)
         if self.stop_signal is not None or self.state.iteration < cfg.optim.iterations:
             self.save_checkpoint("last")
-            logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
-                           self.state.iteration, self.run_dir / "config.yaml")
+            if self.stop_signal is None:  # after a signal `ulfine train` says it (once)
+                logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
+                               self.state.iteration, self.run_dir / "config.yaml")
             log.close()
             return {}
         final = self.evaluate()
@@ -266,6 +270,8 @@ class Trainer:
             result["final_test_top1"] = final["top1"]  # the last step's test top-1, whichever was selected
         if self.dist.is_main:
             ckpt.atomic_write_text(self.run_dir / "metrics.json", json.dumps(result, indent=2))
+            logger.info("finished: test %s (%s weights; %.0f s training)", _accuracy_line(result), selected,
+                        self.state.train_seconds)
         log.close()
         barrier()
         return result
@@ -286,6 +292,7 @@ class Trainer:
             record["method"] = _tolist(self.learner.method.diagnostics())
             self.diagnostics.reset()
             log.write(it, record)
+            logger.info("iteration %d: test %s", it, _accuracy_line(record["test"]))
             if "val" in record:  # model selection on val only (never on test), by mean per-class accuracy
                 self._consider_best(record["val"]["class_mean"], it)
         if it % cfg.train.checkpoint_every == 0:
@@ -346,6 +353,11 @@ class Trainer:
         """Resume from checkpoints/last.pt (output.resume) or start a new run folder; never
         silently start over in a folder that already holds a checkpoint."""
         last = self.run_dir / "checkpoints" / "last.pt"
+        if (self.run_dir / "metrics.json").is_file() and last.is_file() and not self.cfg.output.resume:
+            raise ConfigError(
+                f"run folder '{self.run_dir}' holds a finished run (metrics.json); see it with "
+                f"`ulfine report {self.run_dir}`, or choose another output.name (or delete the folder) to train again"
+            )
         if last.is_file() and not self.cfg.output.resume:
             raise ConfigError(
                 f"run folder '{self.run_dir}' already holds {last}; set output.resume=true to continue it, "
@@ -357,7 +369,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
         if self.dist.is_main:
-            _attach_file_log(self.run_dir / "train.log")
+            _attach_file_log(self.run_dir / "train.log", self._log_buffer)
         barrier()
 
     def _resume(self, last: Path) -> None:
@@ -438,7 +450,11 @@ class Trainer:
         """SIGINT/SIGTERM finish the current step, write a checkpoint and return from ``fit``
         (``stop_signal`` says which); a second one aborts at once (KeyboardInterrupt), keeping
         the previous checkpoint."""
+        owner = os.getpid()
+
         def request_stop(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:  # a forked loader worker inherited this handler: the main process acts
+                return
             if self.stop_signal is not None:
                 raise KeyboardInterrupt(f"signal {signum} received twice")
             logger.warning("%s: stopping after this step (send it again to abort without a checkpoint)",
@@ -459,11 +475,43 @@ def _restore_signal_handlers(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
+def _accuracy_line(metrics: dict[str, Any]) -> str:
+    """'top-1 45.9 %, head 54.1, medium 39.1, tail 41.9' (the groups that exist)."""
+    groups = ", ".join(f"{g} {metrics[g]:.1f}" for g in ("head", "medium", "tail") if metrics.get(g) is not None)
+    return f"top-1 {metrics['top1']:.1f} %" + (f", {groups}" if groups else "")
+
+
 def _tolist(values: dict[str, Tensor]) -> dict[str, Any]:
     return {k: v.detach().cpu().tolist() if isinstance(v, Tensor) else v for k, v in values.items()}
 
 
-def _attach_file_log(path: Path) -> None:
-    handler = logging.FileHandler(path)
+class _RunLogHandler(logging.FileHandler):
+    """train.log of the current run (one at a time: a new run in the same process replaces it)."""
+
+
+class _LogBuffer(logging.handlers.MemoryHandler):
+    """Holds ulfine's records until the run folder (and its train.log) exists."""
+
+
+def _start_log_buffer() -> _LogBuffer:
+    package = logging.getLogger("ulfine")
+    for old in [h for h in package.handlers if isinstance(h, _LogBuffer)]:
+        package.removeHandler(old)
+    buffer = _LogBuffer(capacity=10_000, flushLevel=logging.CRITICAL + 1)
+    package.addHandler(buffer)
+    return buffer
+
+
+def _attach_file_log(path: Path, buffer: _LogBuffer | None = None) -> None:
+    """Log ulfine's records to ``path`` (appending on resume), starting with the buffered ones."""
+    package = logging.getLogger("ulfine")
+    for old in [h for h in package.handlers if isinstance(h, _RunLogHandler)]:
+        package.removeHandler(old)
+        old.close()
+    handler = _RunLogHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("ulfine").addHandler(handler)
+    if buffer is not None:
+        package.removeHandler(buffer)
+        buffer.setTarget(handler)
+        buffer.close()  # flushes the buffered records into train.log
+    package.addHandler(handler)

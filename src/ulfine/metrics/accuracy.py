@@ -47,7 +47,9 @@ def class_groups(counts: Sequence[int] | Tensor, natural: bool = False) -> dict[
     (`groups_by_count`). Natural data (data.distribution=natural): ImageNet-LT's thresholds on
     the labeled counts (> 100 / 20-100 / < 20) when the counts span them (every group gets a
     class), else thirds; e.g. 60/35/20/13/8 labeled images -> head {60, 35}, medium {20, 13},
-    tail {8}."""
+    tail {8}. Fewer than 3 classes: no groups (only top-1 and per-class accuracy)."""
+    if len(counts) < len(GROUP_NAMES):
+        return {}
     return (groups_by_threshold(counts) if natural else None) or groups_by_count(counts)
 
 
