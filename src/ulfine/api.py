@@ -266,10 +266,11 @@ class Predictor:
             logits = self.learner.predict(images.to(self.device))
         return logits.float().cpu()
 
-    def predict(self, images: Sequence[Image.Image] | Tensor) -> Tensor:
-        """PIL images (preprocessed here) or a preprocessed batch [B, 3, H, W] -> probabilities [B, C]."""
+    def predict(self, images: Sequence[Image.Image | str | Path] | Tensor) -> Tensor:
+        """Image files or PIL images (preprocessed here), or a preprocessed batch [B, 3, H, W]
+        -> probabilities [B, C]. An unreadable file raises `BadImageError` naming it."""
         if not isinstance(images, Tensor):
-            images = torch.stack([self.transform(image.convert("RGB")) for image in images])
+            images = torch.stack([self.transform(_as_rgb(image)) for image in images])
         return torch.softmax(self.logits(images), dim=-1)
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = 256, top_k: int = 5,
@@ -291,6 +292,13 @@ class Predictor:
                 out[position].classes = [self.class_names[k] for k in indices[row].tolist()]
                 out[position].probs = probs[row].tolist()
         return out
+
+
+def _as_rgb(image: Image.Image | str | Path) -> Image.Image:
+    """A PIL image as RGB; a path is read (errors name the file)."""
+    if isinstance(image, (str, Path)):
+        return FileSource([str(image)], np.full(1, -1)).load(0)
+    return image.convert("RGB")
 
 
 def top_k_classes(probs: Tensor, k: int) -> tuple[Tensor, Tensor]:
