@@ -49,6 +49,8 @@ def test_run_folder_and_metrics(tiny_clip_dir: Path, tiny_folder: Path, tmp_path
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/sup" in r or any(k.startswith("loss/") for k in r) for r in records)
     assert any("pseudo" in r for r in records)
+    windows = [r["iteration"] for r in records if "pseudo_train" in r]  # one per log_every, for the curves
+    assert windows == [2, 4, 6] and all(r["pseudo_train"]["seen"] > 0 for r in records if "pseudo_train" in r)
     assert load_config(run / "config.yaml") == cfg
 
 

@@ -51,6 +51,9 @@ class NonFiniteLossError(RuntimeError):
     """A loss term or a parameter became NaN/inf; training stopped and the last good checkpoint is kept."""
 
 
+# pseudo-label scalars logged with each training record (metrics.jsonl "pseudo_train")
+PSEUDO_CURVE_KEYS = ("seen", "mask_rate", "pseudo_accuracy", "mean_confidence_correct", "mean_confidence_wrong")
+
 # Config keys a resumed run may change: they steer logging, evaluation and I/O, not the
 # training trajectory (augmentation is seeded per sample, so the worker count does not matter;
 # output.dir/name change when a run folder is moved or copied).
@@ -91,6 +94,8 @@ class Trainer:
         self._build_streams()
         self.accuracy = ClassAccuracy(groups=self.data.groups, num_classes=len(self.data.class_names))
         self.diagnostics = PseudoLabelDiagnostics(len(self.data.class_names))
+        # the same diagnostics over each log_every window: pseudo-label curves with one point per log record
+        self.window_diagnostics = PseudoLabelDiagnostics(len(self.data.class_names))
 
     # ----------------------------------------------------------------- setup
     def _build_model(self) -> None:
@@ -206,6 +211,7 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value.detach().float() / cfg.optim.grad_accum
             if out.pseudo is not None and batch["hidden"] is not None:
                 self.diagnostics.update(out.pseudo, batch["hidden"])
+                self.window_diagnostics.update(out.pseudo, batch["hidden"])
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.learner.parameters(), cfg.optim.grad_clip)
@@ -281,6 +287,10 @@ class Trainer:
         if it % cfg.train.log_every == 0 and sums:
             scalars = {f"loss/{k}": float(v) / cfg.train.log_every for k, v in sums.items()}
             scalars["lr"] = self.optimizer.param_groups[-1]["lr"]
+            window = self.window_diagnostics.compute()
+            if window["seen"]:
+                scalars["pseudo_train"] = {k: window[k] for k in PSEUDO_CURVE_KEYS}
+            self.window_diagnostics.reset()
             log.write(it, scalars)
             bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
             sums.clear()
@@ -396,6 +406,7 @@ class Trainer:
             "labeled_stream": self.labeled_stream.state_dict(),
             "unlabeled_stream": self.unlabeled_stream.state_dict() if self.unlabeled_stream else None,
             "diagnostics": self.diagnostics.state_dict(),
+            "window_diagnostics": self.window_diagnostics.state_dict(),
             "rng": ckpt.rng_state(),
         }
 
@@ -420,6 +431,8 @@ class Trainer:
         if self.unlabeled_stream is not None:
             self.unlabeled_stream.load_state_dict(state["unlabeled_stream"])
         self.diagnostics.load_state_dict(state["diagnostics"])
+        if "window_diagnostics" in state:  # checkpoints from before the per-window curves lack it
+            self.window_diagnostics.load_state_dict(state["window_diagnostics"])
         ckpt.set_rng_state(state["rng"])
         self.state = TrainState(**state["train_state"])
 
