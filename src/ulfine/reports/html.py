@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ulfine.config import ULFineConfig, to_dict
 from ulfine.metrics.accuracy import GROUP_NAMES
 from ulfine.metrics.calibration import calibration
 from ulfine.reports.plots import (
@@ -30,6 +32,8 @@ from ulfine.reports.plots import (
     reliability_diagram,
 )
 from ulfine.reports.runfiles import loss_keys, read_final_metrics, read_records, series
+
+ULFINE_DEFAULTS = to_dict(ULFineConfig())
 
 SECTION_TITLES = (
     "Summary", "Config", "Per-class accuracy", "Confusion matrix", "Learning curves",
@@ -126,10 +130,45 @@ def summary_section(inputs: ReportInputs) -> str:
         return _note("metrics.json is missing: the run has not finished (see the learning curves).")
     bins = _reliability_bins(inputs)
     ece = metrics.get("ece", bins["ece"] if bins else None)
-    rows = [[f"{key} accuracy (%)", metrics.get(key)] for key in ("top1", *GROUP_NAMES)]
-    rows += [["ECE (%)", ece], ["iterations", metrics.get("iterations")],
+    cfg = yaml.safe_load(inputs.config_text) or {}
+    rows = [["method", run_description(cfg)], ["dataset", dataset_description(cfg)]]
+    rows += [[f"{key} accuracy (%)", metrics.get(key)] for key in ("top1", *GROUP_NAMES)]
+    rows += [["zero-shot top-1 (%)", zero_shot_reference(inputs, cfg)],
+             ["weights reported", metrics.get("selected", "final")],
+             ["ECE (%)", ece], ["iterations", metrics.get("iterations")],
              ["training time (s)", metrics.get("train_seconds")]]
     return _table(["metric", "value"], rows)
+
+
+def run_description(cfg: dict[str, Any]) -> str:
+    """'LFT (adaptformer) + ulfine' with the method's non-default switches, from config.yaml."""
+    strategy, method = cfg.get("strategy", {}), cfg.get("method", {})
+    name = str(strategy.get("name", "?"))
+    peft = f" ({strategy.get('peft')})" if name == "lft" else ""
+    text = f"{name.upper()}{peft} + {method.get('name', '?')}"
+    if method.get("name") == "ulfine":
+        chosen = {k: v for k, v in (method.get("ulfine") or {}).items() if ULFINE_DEFAULTS.get(k, v) != v}
+        text += "".join(f", {k}={v}" for k, v in chosen.items()) or " (spec defaults)"
+    model = cfg.get("model", {}).get("name")
+    return f"{text}; model {model}" if model else text
+
+
+def dataset_description(cfg: dict[str, Any]) -> str:
+    data = cfg.get("data", {})
+    text = f"{data.get('dataset', '?')} at {data.get('root', '?')}"
+    if data.get("distribution") == "natural":
+        return f"{text}, natural (as it is)"
+    return (f"{text}, N1={data.get('n1')} M1={data.get('m1')} gamma_l={data.get('gamma_l')} "
+            f"gamma_u={data.get('gamma_u')} {data.get('distribution')}")
+
+
+def zero_shot_reference(inputs: ReportInputs, cfg: dict[str, Any]) -> str | float:
+    """The zero-shot top-1 of the same model and test set when the run has it, else how to get it."""
+    value = (inputs.metrics or {}).get("zeroshot_top1")
+    if value is not None:
+        return value
+    model, data = cfg.get("model", {}).get("name", "MODEL"), cfg.get("data", {}).get("root", "DATA")
+    return f"not in this run (ulfine zeroshot --model {model} --data {data})"
 
 
 def config_section(inputs: ReportInputs) -> str:
