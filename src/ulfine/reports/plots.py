@@ -83,7 +83,7 @@ def per_class_bars(
         ax.set_xticks(positions, class_names, rotation=60 if crowded else 0, ha="right" if crowded else "center")
         ax.set_ylabel(ylabel)
         if len(values) > 1:
-            ax.legend(loc="upper right")
+            legend_above_bars(ax, len(values))
         if counts is not None:
             twin = ax.twinx()
             twin.plot(positions, counts, "ko-", markersize=3, label=counts_label)
@@ -92,6 +92,14 @@ def per_class_bars(
                 twin.set_yscale("log")
             twin.set_ylim(bottom=0 if twin.get_yscale() == "linear" else None)
             twin.set_ylabel(counts_label)
+
+
+def legend_above_bars(ax: Axes, series: int, headroom: float = 1.35) -> None:
+    """A one-row legend in headroom added above the tallest bar, so it never covers a bar
+    (call after the final y limits are set)."""
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, bottom + (top - bottom) * headroom)
+    ax.legend(loc="upper center", ncols=min(series, 4), fontsize=8, frameon=False)
 
 
 def confusion_matrix_plot(
