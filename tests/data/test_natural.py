@@ -84,3 +84,19 @@ def test_synthetic_protocols_still_need_a_test_folder(tmp_path: Path, capsys: py
 ])
 def test_group_rule(counts: list[int], natural: bool, expected: dict) -> None:
     assert class_groups(counts, natural=natural) == expected
+
+
+def test_gamma_warning_only_when_unlabeled_images_come_from_train(
+    own_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ulfine.data import build_splits
+
+    cfg = DataConfig(dataset="imagefolder", root=str(own_folder), n1=8, gamma_l=2, gamma_u=4)
+    build_splits(cfg)  # unlabeled/ is separate: gamma_u plays no part
+    assert "gamma_u" not in caplog.text
+    (own_folder / "unlabeled").rename(own_folder / "elsewhere")
+    try:
+        build_splits(DataConfig(dataset="imagefolder", root=str(own_folder), n1=8, m1=4, gamma_l=2, gamma_u=4))
+    finally:
+        (own_folder / "elsewhere").rename(own_folder / "unlabeled")
+    assert "gamma_u=4 != gamma_l=2" in caplog.text
