@@ -213,3 +213,13 @@ def test_corrupt_last_checkpoint_is_named_with_the_alternatives(
     hint = "Other checkpoints in" if keep_best else "No other checkpoint exists"
     assert_clear_error(code, err, f"checkpoint '{last}' is unreadable or truncated", hint)
     assert ("best.pt" in err) == keep_best
+
+
+def test_a_finished_train_prints_what_to_run_next(
+    finished_run: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run, args = copy_run(finished_run, tmp_path)
+    assert main(["--log-level", "WARNING", "train", *args, "output.resume=true"]) == 0
+    out = capsys.readouterr().out
+    for command in (f"ulfine report {run}", f"ulfine analyze {run} --out", f"ulfine predict --run {run}"):
+        assert command in out

@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 def next_steps(run_dir: Path) -> str:
     """What to run on a finished run."""
-    return (f"next:\n  ulfine report {run_dir}                      # HTML report (report.html in the run)\n"
-            f"  ulfine analyze {run_dir} --out {run_dir}/analysis   # pseudo-label and calibration figures\n"
-            f"  ulfine predict --run {run_dir} --images DIR --output predictions.csv")
+    commands = [
+        (f"ulfine report {run_dir}", "HTML report (RUN/report.html)"),
+        (f"ulfine analyze {run_dir} --out {run_dir / 'analysis'}", "pseudo-label and calibration figures"),
+        (f"ulfine predict --run {run_dir} --images DIR --output predictions.csv", "classify your images"),
+    ]
+    return "next:\n" + "\n".join(f"  {why}:\n    {c}" for c, why in commands)
