@@ -27,6 +27,7 @@ from ulfine.reports.plots import (
     confusion_matrix_plot,
     curves,
     figure_png_base64,
+    heatmap_size,
     loss_curves,
     per_class_bars,
     reliability_diagram,
@@ -229,7 +230,7 @@ def pseudo_section(inputs: ReportInputs) -> str:
     heat = _figure(lambda ax: class_heatmap(ax, wrong, [f"it {i}" for i in iterations], names,
                                             title="Wrong pseudo-labels per predicted class",
                                             colorbar_label="count"),
-                   (max(7.0, 0.4 * len(names)), 2.0 + 0.3 * len(iterations)))
+                   heatmap_size(names, len(iterations)))
     caption = '<p class="caption">Each row covers the iterations since the previous evaluation.</p>'
     return _row([rates, heat]) + caption
 
