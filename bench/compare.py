@@ -39,7 +39,7 @@ from ulfine.runfolder import RunFolder
 logger = logging.getLogger("bench.compare")
 
 REPO = Path(__file__).resolve().parents[1]
-BASE_CONFIG = REPO / "configs" / "offline" / "miniclip_cifar10lt.yaml"
+BASE_CONFIG = REPO / "configs" / "offline" / "miniclip_cifar10lt_bench.yaml"
 RESULTS = REPO / "bench" / "results"
 
 # every cell: resume an interrupted run; no TensorBoard files for a table

@@ -3,7 +3,7 @@
 On the offline CIFAR-10-LT (consistent), each cell is one run with periodic evaluation; every
 evaluation record carries the cumulative cost (``cost``: images seen, training FLOPs, training
 seconds; `ulfine.engine.cost`). Cells: WRN-28-2 from scratch with FixMatch+LA and ACR
-(configs/offline/scratch_cifar10lt.yaml), and on MiniCLIP (configs/offline/miniclip_cifar10lt.yaml,
+(configs/offline/scratch_cifar10lt.yaml), and on MiniCLIP (configs/offline/miniclip_cifar10lt_bench.yaml,
 the cells of ``compare.py``) LP, LFT and FFT with FixMatch+LA, FFT with ACR, and ULFine. LP runs
 without the feature cache here, so its cost is that of its own training steps.
 
@@ -42,7 +42,7 @@ from ulfine.reports.runfiles import read_final_metrics, read_records  # noqa: E4
 logger = logging.getLogger("bench.cost")
 
 CONFIGS = REPO / "configs" / "offline"
-FOUNDATION_CONFIG = CONFIGS / "miniclip_cifar10lt.yaml"
+FOUNDATION_CONFIG = CONFIGS / "miniclip_cifar10lt_bench.yaml"
 SCRATCH_CONFIG = CONFIGS / "scratch_cifar10lt.yaml"
 SHARED_OVERRIDES = ["output.resume=true", "output.tensorboard=false"]
 

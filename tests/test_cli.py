@@ -163,7 +163,8 @@ def test_non_finite_loss_names_step_and_term_and_keeps_a_finite_checkpoint(
 def finished_run(clip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("finished")
     data = make_image_folder(root / "data", ["cat", "dog", "ship"], {"train": 24, "test": 4})
-    args = config_args(clip_dir, data, root / "runs", "optim.iterations=3")  # evaluated at 2: best.pt
+    args = config_args(clip_dir, data, root / "runs", "optim.iterations=3",  # evaluated at 2: best.pt
+                       "data.val_per_class=1")  # chosen on a validation split
     assert main(["--log-level", "WARNING", "train", *args]) == 0
     return root / "runs" / "run", args
 
@@ -191,6 +192,10 @@ def test_restarting_over_a_checkpoint_is_refused(
     finished_run: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run, args = copy_run(finished_run, tmp_path)
+    code, err = ulfine(capsys, "train", *args)
+    assert_clear_error(code, err, f"run folder '{run}' holds a finished run", f"ulfine report {run}")
+    assert "output.resume=true" not in err  # nothing is left to continue
+    (run / "metrics.json").unlink()  # an unfinished run
     code, err = ulfine(capsys, "train", *args)
     assert_clear_error(code, err, f"run folder '{run}' already holds", "output.resume=true")
 
@@ -239,3 +244,13 @@ def test_project_errors_share_one_base() -> None:
                   BaseModelMismatchError):
         assert issubclass(error, UlfineError), error
     assert issubclass(ConfigError, ValueError) and issubclass(ModelNotFoundError, FileNotFoundError)
+
+
+def test_a_finished_train_prints_what_to_run_next(
+    finished_run: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run, args = copy_run(finished_run, tmp_path)
+    assert main(["--log-level", "WARNING", "train", *args, "output.resume=true"]) == 0
+    out = capsys.readouterr().out
+    for command in (f"ulfine report {run}", f"ulfine analyze {run} --out", f"ulfine predict --run {run}"):
+        assert command in out

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ulfine.config import ConfigError, ModelConfig, RunConfig, load_config, run_config, to_dict
 from ulfine.data import build_splits
-from ulfine.data.sources import BadImageError, FileSource, as_rgb
+from ulfine.data.sources import BadImageError, FileSource, as_rgb, open_image
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.checkpoint import load_checkpoint
 from ulfine.engine.learner import Learner, build_learner
@@ -267,10 +267,12 @@ class Predictor:
             logits = self.learner.predict(images.to(self.device))
         return logits.float().cpu()
 
-    def predict(self, images: Sequence[Image.Image] | Tensor) -> Tensor:
-        """PIL images (preprocessed here) or a preprocessed batch [B, 3, H, W] -> probabilities [B, C]."""
+    def predict(self, images: Sequence[Image.Image | str | Path] | Tensor) -> Tensor:
+        """Image files or PIL images (preprocessed here), or a preprocessed batch [B, 3, H, W]
+        -> probabilities [B, C]. An unreadable file raises `BadImageError` naming it."""
         if not isinstance(images, Tensor):
-            images = torch.stack([self.transform(as_rgb(image)) for image in images])
+            images = torch.stack([self.transform(open_image(image) if isinstance(image, (str, Path)) else as_rgb(image))
+                                  for image in images])
         return torch.softmax(self.logits(images), dim=-1)
 
     def predict_files(self, paths: Sequence[str | Path], batch_size: int = 256, top_k: int = 5,

@@ -6,6 +6,7 @@ import importlib
 import logging
 import sys
 
+from ulfine.config import config_help
 from ulfine.errors import UlfineError
 
 
@@ -14,9 +15,38 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.01")
 
 
+DESCRIPTION = """\
+Fine-tune a CLIP model into a classifier for long-tailed, partly labeled images, with the
+rare (tail) classes in mind: ULFine and the LTSSL baselines (FixMatch, FixMatch+LA, ACR).
+
+first run (offline model and data in ../shared, about 10 minutes on a 2-core CPU):
+  ulfine train --config configs/offline/miniclip_cifar10lt.yaml
+your own images (see README, "Train on your own images"):
+  ulfine data --config configs/offline/miniclip_cifar10lt.yaml data.dataset=imagefolder \\
+      data.root=DIR data.distribution=natural
+  ulfine train --config configs/offline/miniclip_cifar10lt.yaml data.dataset=imagefolder \\
+      data.root=DIR data.distribution=natural output.name=mine
+
+'ulfine COMMAND --help' describes each command; 'ulfine train --help' lists every config key."""
+
+TRAIN_HELP = """\
+Train one strategy x method run; a run folder RUN = <output.dir>/<output.name> gets config.yaml,
+train.log, metrics.jsonl, metrics.json and checkpoints/. '--config RUN' continues an interrupted run.
+
+your own images: data.dataset=imagefolder data.root=DIR data.distribution=natural uses every
+image of DIR/train/<class>/ as labeled, everything under DIR/unlabeled/ as unlabeled and
+DIR/test/<class>/ (or, without it, a data.test_holdout share of train) as the test set; see the
+README section "Train on your own images".
+
+config keys (section.key = default), set in the YAML file or as section.key=value:
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ulfine", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    parser = argparse.ArgumentParser(prog="ulfine", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO",
+                        help="ulfine's logging level (DEBUG, INFO, WARNING); DEBUG also shows other libraries'")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("zeroshot", help="zero-shot CLIP accuracy: a run config's test split, or an ImageFolder split")
@@ -40,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the counts here")
     p.add_argument("--plot", default=None, help="bar plot PNG (default: beside --json)")
 
-    p = sub.add_parser("train", help="train a strategy x method run (torchrun-compatible)")
+    p = sub.add_parser("train", help="train a strategy x method run (torchrun-compatible)",
+                       description=TRAIN_HELP + "\n".join(config_help()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(p)
 
     p = sub.add_parser("analyze", help="pseudo-label and calibration analysis of run folders")
@@ -72,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     command = importlib.import_module(f"ulfine.commands.{args.command}")
     try:
         return int(command.run(args) or 0)
@@ -98,6 +130,15 @@ def os_error_message(err: OSError) -> str:
     if err.strerror and err.filename is not None:
         return f"{err.strerror}: '{err.filename}'" + (f" -> '{err.filename2}'" if err.filename2 else "")
     return err.strerror or str(err)
+
+
+def configure_logging(level: str) -> None:
+    """ulfine's records at ``level``; other libraries' at WARNING (open_clip logs its INFO lines
+    on the root logger, e.g. 'Loaded ... model config'), unless ``level`` is DEBUG."""
+    level = level.upper()
+    logging.basicConfig(level=logging.DEBUG if level == "DEBUG" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ulfine").setLevel(level)
 
 
 def error_message(err: BaseException) -> str:

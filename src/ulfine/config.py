@@ -138,7 +138,11 @@ class DataConfig(Components):
     m1: int = option(4000, range=">= 0")  # unlabeled images of the most frequent class (M_1)
     gamma_l: float = option(100.0, range=">= 1")  # labeled imbalance ratio N_1 / N_C
     gamma_u: float = option(100.0, range=">= 1")  # unlabeled imbalance ratio (ignored for `uniform`)
-    distribution: str = "consistent"  # consistent | uniform | reversed | middle | headtail
+    # consistent | uniform | reversed | middle | headtail (synthetic long tail from n1/m1/gamma), or
+    # natural: the data as it is (every train/<class>/ image labeled, all of unlabeled/ unlabeled)
+    distribution: str = "consistent"
+    # natural without a test/ folder: share of each class held out as test
+    test_holdout: float = option(0.2, range="in (0, 1)")
     labeled_in_unlabeled: bool = False  # ACR's convention: unlabeled = first N_k + M_k
     selection: Literal["first", "shuffle"] = "first"  # which images of a class are taken
     split_seed: int = 0  # seed of the per-class shuffle (selection=shuffle)
@@ -572,3 +576,42 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The ``# comment`` on (or just above) each field line of dataclass ``cls``'s source."""
+    import inspect
+
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        if line.strip().startswith("#"):
+            above.append(line.strip().lstrip("# "))
+            continue
+        code, _, comment = line.partition("  # ")
+        stripped = code.strip()
+        name = stripped.split(":", 1)[0] if ":" in stripped else ""
+        if name.isidentifier():
+            comments[name] = comment.strip() or " ".join(above)
+        above = []
+    return comments
+
+
+def config_help(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """``section.key = default  comment`` lines for every config key, from the dataclasses."""
+    lines: list[str] = []
+    comments = _field_comments(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            lines.append(f"{prefix}{f.name}:" if not prefix else f"{prefix}{f.name}.*")
+            lines.extend(config_help(type(default), f"{prefix}{f.name}."))
+            continue
+        text = f"  {prefix}{f.name} = {yaml.safe_dump(to_dict(default), default_flow_style=True).strip()}"
+        text = text.removesuffix("\n...").removesuffix(" ...")
+        comment = comments.get(f.name, "")
+        if typing.get_origin(hints[f.name]) is Literal and "|" not in comment:
+            comment = f"{' | '.join(map(str, typing.get_args(hints[f.name])))}{'; ' if comment else ''}{comment}"
+        lines.append(f"{text:<44} {comment}".rstrip() if comment else text)
+    return lines

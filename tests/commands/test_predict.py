@@ -57,6 +57,17 @@ def test_predict_accepts_pil_images_and_tensors(tiny_run: Path) -> None:
     assert torch.equal(predictor.predict(batch), probs)
 
 
+def test_predict_accepts_paths(tiny_run: Path, tmp_path: Path) -> None:
+    predictor = load_run(tiny_run)
+    image = Image.new("RGB", (32, 32), (80, 50, 50))
+    image.save(tmp_path / "a.png")
+    probs = predictor.predict([str(tmp_path / "a.png"), tmp_path / "a.png", image])
+    assert torch.equal(probs[0], probs[1]) and torch.equal(probs[0], probs[2])
+    (tmp_path / "bad.jpg").write_bytes(b"no image")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        predictor.predict([str(tmp_path / "bad.jpg")])
+
+
 def test_folder_accuracy_needs_class_folders(tmp_path: Path) -> None:
     from ulfine.api import FilePrediction
 

@@ -22,7 +22,8 @@ def test_command_writes_counts_and_plot(tree: Path, tmp_path: Path, capsys: pyte
                  "data.gamma_l=4", "data.gamma_u=4", "data.distribution=reversed"]
     record = run_data(tmp_path, overrides)
     assert record == {"class_names": ["a", "b", "c"], "labeled_counts": [4, 2, 1],
-                      "unlabeled_counts": [1, 3, 6], "test_counts": [2, 2, 2]}
+                      "unlabeled_counts": [1, 3, 6], "test_counts": [2, 2, 2],
+                      "groups": {"head": [0], "medium": [1], "tail": [2]}}
     assert "total" in capsys.readouterr().out
 
 
@@ -43,3 +44,15 @@ def test_shared_cifar10_counts(setting: tuple, cifar10_dir: Path, tmp_path: Path
                                  f"data.m1={m1}", f"data.distribution={distribution}"])
     assert (record["labeled_counts"], record["unlabeled_counts"]) == SPEC[setting]
     assert record["class_names"][0] == "airplane" and record["test_counts"] == [1000] * 10
+
+
+def test_plot_without_json_goes_to_the_output_folder(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"data.root={tree}", "data.dataset=imagefolder", "data.n1=4", "data.m1=6",
+                 "data.gamma_l=4", "data.gamma_u=4", f"output.dir={tmp_path / 'out'}"]
+    run(argparse.Namespace(config=None, overrides=overrides, json=None, plot=None))
+    assert (tmp_path / "out" / "data_distribution.png").is_file()
+    assert not (tmp_path / "data_distribution.png").exists()
+    assert f"plot: {tmp_path / 'out' / 'data_distribution.png'}" in capsys.readouterr().out

@@ -1,7 +1,9 @@
 """Atomic checkpoint writes, readable errors for broken checkpoints, resume config comparison."""
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,15 @@ def test_config_changes_lists_differing_dotted_keys_except_allowed() -> None:
     assert ckpt.config_changes(saved, current, frozenset({"train.eval_every"})) == [
         "data.n1: 8 -> 6", "train.new_key: '<absent>' -> 1",
     ]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_atomic_files_follow_the_umask(mask: int, tmp_path: Path) -> None:
+    old = os.umask(mask)
+    try:
+        ckpt.atomic_write_text(tmp_path / "metrics.json", "{}")
+        ckpt.atomic_save({"config": {}}, tmp_path / "last.pt")
+    finally:
+        os.umask(old)
+    for name in ("metrics.json", "last.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name

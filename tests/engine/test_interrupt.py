@@ -163,6 +163,7 @@ def test_sigint_and_sigterm_stop_with_a_checkpoint_and_the_resume_command(worksp
     returncode, stderr = finish(proc)
     assert returncode == 130, stderr
     assert "SIGINT received: stopped at iteration" in stderr
+    assert stderr.count("SIGINT") == 2, stderr  # the handler's notice once (not per loader worker), the summary
     stopped_at = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["iteration"]
     assert f"stopped at iteration {stopped_at} of {ITERATIONS}" in stderr
     command = stderr.rsplit("Resume with: ", 1)[1].strip()

@@ -46,7 +46,8 @@ def test_run_folder_and_metrics(tiny_clip_dir: Path, tiny_folder: Path, tmp_path
         assert (run / name).is_file(), name
     folder = RunFolder(run)
     assert trainer.folder == folder and folder.is_run() and folder.is_finished()
-    assert folder.best_checkpoint.is_file() and not folder.tensorboard.exists()  # output.tensorboard=false
+    assert not folder.best_checkpoint.exists()  # no validation split: no model selection
+    assert not folder.tensorboard.exists()  # output.tensorboard=false
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("top1", "head", "medium", "tail", "per_class", "train_seconds", "ece", "pseudo_labels"):
         assert key in metrics, key
@@ -55,6 +56,8 @@ def test_run_folder_and_metrics(tiny_clip_dir: Path, tiny_folder: Path, tmp_path
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/sup" in r or any(k.startswith("loss/") for k in r) for r in records)
     assert any("pseudo" in r for r in records)
+    windows = [r["iteration"] for r in records if "pseudo_train" in r]  # one per log_every, for the curves
+    assert windows == [2, 4, 6] and all(r["pseudo_train"]["seen"] > 0 for r in records if "pseudo_train" in r)
     assert load_config(run / "config.yaml") == cfg
 
 
@@ -155,3 +158,45 @@ def test_acr_records_its_tau_history(tiny_clip_dir: Path, tiny_folder: Path, tmp
     assert len(history) > 1 and [row[0] for row in history] == [2.0 * k for k in range(1, len(history) + 1)]
     records = [json.loads(line) for line in (cfg.run_dir() / "metrics.jsonl").read_text().splitlines()]
     assert any("tau_history" in r.get("method", {}) for r in records)
+
+
+def test_without_a_validation_split_the_final_weights_are_the_result(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """No model selection on test data: no best.pt, and metrics.json is the last step's test."""
+    trainer = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=run"))
+    result = trainer.fit()
+    assert not (tmp_path / "runs" / "run" / "checkpoints" / "best.pt").exists()
+    assert result["selected"] == "final" and result["best_iteration"] == -1
+    assert result["top1"] == trainer.evaluate()["top1"]
+
+
+def test_a_validation_split_chooses_best_pt_by_validation_only(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation peaks at iteration 3, test at 6: step 3 is selected and its test accuracy reported."""
+    trainer = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=run",
+                                  "data.val_per_class=2"))
+    real_evaluate, real_load = trainer.evaluate, trainer._load_weights
+    test_top1: dict[str, float] = {}
+
+    def scripted(split: str = "test") -> dict:
+        metrics = real_evaluate(split)
+        late = trainer.state.iteration == 6 and "best" not in test_top1
+        if split == "val":
+            metrics["class_mean"] = 10.0 if late else 90.0
+        else:
+            metrics["top1"] = 99.0 if late else metrics["top1"]
+            test_top1.setdefault(str(trainer.state.iteration), metrics["top1"])
+        return metrics
+
+    def load(path: Path) -> None:
+        test_top1["best"] = -1.0
+        real_load(path)
+
+    monkeypatch.setattr(trainer, "evaluate", scripted)
+    monkeypatch.setattr(trainer, "_load_weights", load)
+    result = trainer.fit()
+    assert result["selected"] == "best_val@3" and result["best_iteration"] == 3
+    assert result["final_test_top1"] == 99.0 and result["top1"] == test_top1["3"]
+    assert (tmp_path / "runs" / "run" / "checkpoints" / "best.pt").is_file()

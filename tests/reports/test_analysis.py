@@ -169,3 +169,26 @@ def test_method_diagnostics_come_from_metrics_json(tmp_path: Path) -> None:
     assert "## Toy: per-class gain" in toy and (tmp_path / "toy" / "method_diagnostics.png").is_file()
     only_acr = write_analysis([load_run(acr)], tmp_path / "acr").read_text()
     assert not (tmp_path / "acr" / "method_diagnostics.png").exists() and "## Method diagnostics" in only_acr
+
+
+def test_pseudo_curves_use_every_training_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One point per logged training window, not only the evaluations (one point per run)."""
+    import ulfine.reports.analysis as analysis
+
+    run = make_run(tmp_path, "a", "lft", "fixmatch", 60.0, _pseudo([30, 20, 10], [12, 8, 6], 60.0, 75.5, 0.81))
+    windows = [{"iteration": it, "loss/sup": 1.0, "pseudo_train": {"seen": 64, "mask_rate": 10.0 + it,
+                                                                    "pseudo_accuracy": 50.0 + it,
+                                                                    "mean_confidence_wrong": 0.9}}
+               for it in (2, 4, 6, 8)]
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in windows))
+    drawn: list[tuple[list[int], str]] = []
+    real_curves = analysis.curves
+
+    def spy(ax, records, keys, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.extend((analysis.series(records, key)[0], key) for key in keys.values())
+        real_curves(ax, records, keys, **kwargs)
+
+    monkeypatch.setattr(analysis, "curves", spy)
+    assert analysis.plot_pseudo_curves([load_run(run)], tmp_path / "curves.png") is not None
+    assert ([2, 4, 6, 8], "pseudo_train/pseudo_accuracy") in drawn

@@ -27,6 +27,9 @@ def test_report_has_every_section(tiny_run: Path, tmp_path: Path) -> None:
     for title in ("Per-class accuracy", "Confusion matrix", "Learning curves", "Pseudo-labels", "Reliability"):
         assert "data:image/png;base64," in section(text, title), title
     assert "strategy:" in section(text, "Config") and "src=\"http" not in text
+    summary = section(text, "Summary")
+    assert "LFT (adaptformer) + fixmatch" in summary and "imagefolder at" in summary
+    assert "zero-shot top-1" in summary and "ulfine zeroshot --model" in summary  # the run has none: how to get it
 
 
 def test_report_without_data_says_so(tiny_run: Path, tmp_path: Path) -> None:

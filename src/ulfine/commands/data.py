@@ -1,9 +1,9 @@
 """`ulfine data`: show the class distribution a config produces, without a model.
 
-Prints the per-class labeled / unlabeled / test table, writes it as JSON (``--json``: keys
-labeled_counts, unlabeled_counts, test_counts, class_names; unlabeled_counts is null where
-the hidden labels are unknown) and saves a bar plot (``--plot``; default next to the JSON file,
-else ./data_distribution.png).
+Prints the per-class labeled / unlabeled / test table with each class's head / medium / tail
+group, writes it as JSON (``--json``: keys labeled_counts, unlabeled_counts, test_counts,
+class_names, groups; unlabeled_counts is null where the hidden labels are unknown) and saves a
+bar plot (``--plot``; default next to the JSON file, else <output.dir>/data_distribution.png).
 """
 from __future__ import annotations
 
@@ -16,23 +16,11 @@ import numpy as np
 from matplotlib.figure import Figure  # renders with Agg, leaves pyplot's global backend alone
 
 from ulfine.config import load_config
-from ulfine.data.build import LTSSLSplits, build_splits
+from ulfine.data.build import LTSSLSplits, build_splits, count_table
+from ulfine.data.protocol import NATURAL
 from ulfine.errors import UsageError
 
 logger = logging.getLogger(__name__)
-
-
-def count_table(splits: LTSSLSplits) -> str:
-    """Per-class rows ``class | labeled | unlabeled | test`` plus a total row."""
-    unlabeled = splits.unlabeled_counts
-    rows = [("class", "labeled", "unlabeled", "test")]
-    for k, name in enumerate(splits.class_names):
-        rows.append((name, str(splits.labeled_counts[k]), "?" if unlabeled is None else str(unlabeled[k]),
-                     str(splits.test_counts[k])))
-    total_unlabeled = str(len(splits.unlabeled_indices))
-    rows.append(("total", str(sum(splits.labeled_counts)), total_unlabeled, str(sum(splits.test_counts))))
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{r[0]:<{width}}  {r[1]:>8}  {r[2]:>9}  {r[3]:>6}" for r in rows)
 
 
 def count_record(splits: LTSSLSplits) -> dict:
@@ -41,6 +29,7 @@ def count_record(splits: LTSSLSplits) -> dict:
         "labeled_counts": splits.labeled_counts,
         "unlabeled_counts": splits.unlabeled_counts,
         "test_counts": splits.test_counts,
+        "groups": splits.groups,
     }
 
 
@@ -65,17 +54,19 @@ def plot_counts(splits: LTSSLSplits, title: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def plot_path(args: argparse.Namespace) -> Path:
+def plot_path(args: argparse.Namespace, output_dir: str) -> Path:
+    """--plot, else beside --json, else in the config's output.dir (never the current folder)."""
     if getattr(args, "plot", None):
         return Path(args.plot)
     if args.json:
         return Path(args.json).with_suffix(".png")
-    return Path("data_distribution.png")
+    return Path(output_dir) / "data_distribution.png"
 
 
 def run(args: argparse.Namespace) -> None:
     """``args``: config (path or None), overrides (list of key=value), json, plot (paths or None)."""
-    cfg = load_config(args.config, args.overrides).data
+    run_cfg = load_config(args.config, args.overrides)
+    cfg = run_cfg.data
     for option, value in (("--json", args.json), ("--plot", getattr(args, "plot", None))):
         if value and Path(value).is_dir():
             raise UsageError(f"{option} '{value}' is a folder; give a file name, e.g. {Path(value) / 'counts.json'}"
@@ -87,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(count_record(splits), indent=2))
         logger.info("wrote %s", args.json)
     title = (f"{cfg.dataset}: N1={cfg.n1} M1={cfg.m1} gamma_l={cfg.gamma_l:g} gamma_u={cfg.gamma_u:g} "
-             f"{cfg.distribution}")
-    path = plot_path(args)
+             f"{cfg.distribution}") if cfg.distribution != NATURAL else f"{cfg.dataset}: {cfg.root} as it is"
+    path = plot_path(args, run_cfg.output.dir)
     plot_counts(splits, title, path)
-    logger.info("wrote %s", path)
+    print(f"plot: {path}")

@@ -86,6 +86,18 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 128 + trainer.stop_signal
     if result and trainer.dist.is_main:
-        summary = {k: result[k] for k in ("top1", "head", "medium", "tail", "train_seconds")}
+        summary = {k: result[k] for k in ("top1", "head", "medium", "tail", "train_seconds", "selected")
+                   if k in result}
         print(json.dumps({"run_dir": str(trainer.run_dir), **summary}, indent=2))
+        print(next_steps(trainer.run_dir))
     return 0
+
+
+def next_steps(run_dir: Path) -> str:
+    """What to run on a finished run."""
+    commands = [
+        (f"ulfine report {run_dir}", "HTML report (RUN/report.html)"),
+        (f"ulfine analyze {run_dir} --out {run_dir / 'analysis'}", "pseudo-label and calibration figures"),
+        (f"ulfine predict --run {run_dir} --images DIR --output predictions.csv", "classify your images"),
+    ]
+    return "next:\n" + "\n".join(f"  {why}:\n    {c}" for c, why in commands)

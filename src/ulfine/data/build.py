@@ -10,16 +10,20 @@ import numpy as np
 from ulfine.config import DataConfig
 from ulfine.data.datasets import SourceData, load_source_data
 from ulfine.data.protocol import (
+    NATURAL,
     check_counts,
     class_order,
+    long_tail_counts,
     natural_split_counts,
     select_indices,
     split_counts,
+    test_holdout_counts,
     val_holdout_counts,
 )
 from ulfine.data.sources import ImageSource
 from ulfine.data.transforms import build_transforms
 from ulfine.data.views import Views
+from ulfine.metrics.accuracy import class_groups
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ class LTSSLSplits:
     unlabeled_counts: list[int] | None  # true per-class counts from hidden labels; None if unknown
     val_counts: list[int]
     test_counts: list[int]
+    test_source: ImageSource  # source.test, or source.train when the test set is held out of it
+    test_indices: np.ndarray  # [T] int64 into test_source
+    groups: dict[str, list[int]]  # head / medium / tail class indices (`class_groups`)
 
 
 def class_counts(targets: np.ndarray, num_classes: int) -> list[int]:
@@ -45,14 +52,31 @@ def class_counts(targets: np.ndarray, num_classes: int) -> list[int]:
 
 
 def protocol_counts(cfg: DataConfig, data: SourceData, class_sizes: list[int]) -> tuple[list[int], list[int]]:
-    """(N_k, M_k taken from the training pool): M_k = 0 when the unlabeled set is separate."""
+    """(N_k, M_k taken from the training pool): M_k = 0 when the unlabeled set is separate.
+
+    ``class_sizes`` are the training images per class left after any test hold-out."""
+    none = [0] * len(class_sizes)
+    if cfg.distribution == NATURAL:
+        return list(class_sizes), none
     if data.labeled_fraction is not None:
-        labeled, unlabeled = natural_split_counts(class_sizes, data.labeled_fraction)
-    else:
-        labeled, unlabeled = split_counts(cfg, len(data.class_names))
-    if data.unlabeled is not None:
-        unlabeled = [0] * len(labeled)
-    return labeled, unlabeled
+        return natural_split_counts(class_sizes, data.labeled_fraction)
+    if data.unlabeled is not None:  # only the labeled long tail is drawn (no gamma_u / M_k)
+        return long_tail_counts(cfg.n1, len(data.class_names), cfg.gamma_l), none
+    return split_counts(cfg, len(data.class_names))
+
+
+def hold_out_test(cfg: DataConfig, data: SourceData, per_class: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Natural data without a test set: the last ``test_holdout`` share of each class's images
+    becomes the test set. Returns (the per-class training indices left, the test indices)."""
+    held = test_holdout_counts([len(idx) for idx in per_class], cfg.test_holdout)
+    logger.warning(
+        "no test set in data.root='%s': holding out %d of the %d training images as the test set "
+        "(data.test_holdout=%g of each class, at least 1)", cfg.root, sum(held), sum(map(len, per_class)),
+        cfg.test_holdout,
+    )
+    kept = [idx[: len(idx) - h] for idx, h in zip(per_class, held)]
+    test = np.concatenate([idx[len(idx) - h:] for idx, h in zip(per_class, held)]).astype(np.int64)
+    return kept, test
 
 
 def build_splits(cfg: DataConfig) -> LTSSLSplits:
@@ -60,11 +84,16 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
     data = load_source_data(cfg)
     num_classes = len(data.class_names)
     targets = data.train.targets
-    class_sizes = class_counts(targets, num_classes)
+    per_class = class_order(targets, num_classes, cfg.split_seed if cfg.selection == "shuffle" else None)
+    if data.test is None:
+        per_class, test_indices = hold_out_test(cfg, data, per_class)
+        test_source = data.train
+    else:
+        test_source, test_indices = data.test, np.arange(len(data.test), dtype=np.int64)
+    class_sizes = [len(idx) for idx in per_class]
     labeled, unlabeled = protocol_counts(cfg, data, class_sizes)
     needed = [n + m for n, m in zip(labeled, unlabeled)]
     check_counts(data.class_names, class_sizes, needed, labeled, cfg.allow_empty_classes)
-    per_class = class_order(targets, num_classes, cfg.split_seed if cfg.selection == "shuffle" else None)
     val_counts = val_holdout_counts(labeled, cfg.val_per_class)
     picked = select_indices(per_class, labeled, unlabeled, val_counts, cfg.labeled_in_unlabeled)
     unlabeled_source = data.unlabeled if data.unlabeled is not None else data.train
@@ -72,6 +101,7 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
         np.arange(len(data.unlabeled), dtype=np.int64) if data.unlabeled is not None else picked.unlabeled
     )
     hidden = unlabeled_source.targets[unlabeled_indices]
+    labeled_counts = class_counts(targets[picked.labeled], num_classes)
     return LTSSLSplits(
         class_names=data.class_names,
         source=data,
@@ -79,11 +109,28 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
         labeled_indices=picked.labeled,
         unlabeled_indices=unlabeled_indices,
         val_indices=picked.val,
-        labeled_counts=class_counts(targets[picked.labeled], num_classes),
+        labeled_counts=labeled_counts,
         unlabeled_counts=None if np.any(hidden < 0) else class_counts(hidden, num_classes),
         val_counts=val_counts,
-        test_counts=class_counts(data.test.targets, num_classes),
+        test_counts=class_counts(test_source.targets[test_indices], num_classes),
+        test_source=test_source,
+        test_indices=test_indices,
+        groups=class_groups(labeled_counts, natural=cfg.distribution == NATURAL),
     )
+
+
+def count_table(splits: LTSSLSplits | LTSSLData) -> str:
+    """Per-class rows ``class | group | labeled | unlabeled | test`` plus a total row."""
+    unlabeled = splits.unlabeled_counts
+    group_of = {k: name for name, members in splits.groups.items() for k in members}
+    rows = [("class", "group", "labeled", "unlabeled", "test")]
+    for k, name in enumerate(splits.class_names):
+        rows.append((name, group_of.get(k, ""), str(splits.labeled_counts[k]),
+                     "?" if unlabeled is None else str(unlabeled[k]), str(splits.test_counts[k])))
+    total_unlabeled = str(len(splits.unlabeled_indices))
+    rows.append(("total", "", str(sum(splits.labeled_counts)), total_unlabeled, str(sum(splits.test_counts))))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{r[0]:<{width}}  {r[1]:<6}  {r[2]:>8}  {r[3]:>9}  {r[4]:>6}" for r in rows)
 
 
 @dataclass
@@ -100,6 +147,7 @@ class LTSSLData:
     test_counts: list[int]
     labeled_indices: np.ndarray
     unlabeled_indices: np.ndarray
+    groups: dict[str, list[int]]  # head / medium / tail class indices
 
 
 def build_ltssl_data(data_cfg: DataConfig, preprocess_cfg: dict[str, Any]) -> LTSSLData:
@@ -107,7 +155,7 @@ def build_ltssl_data(data_cfg: DataConfig, preprocess_cfg: dict[str, Any]) -> LT
     splits = build_splits(data_cfg)
     views = build_transforms(preprocess_cfg, data_cfg)
     policy = data_cfg.bad_images
-    train, test = splits.source.train, splits.source.test
+    train = splits.source.train
     val = Views(train, splits.val_indices, {"image": views.eval}, policy, substitute=False) \
         if len(splits.val_indices) else None
     return LTSSLData(
@@ -117,10 +165,11 @@ def build_ltssl_data(data_cfg: DataConfig, preprocess_cfg: dict[str, Any]) -> LT
             splits.unlabeled_source, splits.unlabeled_indices, {"weak": views.weak, "strong": views.strong}, policy
         ),
         val=val,
-        test=Views(test, np.arange(len(test)), {"image": views.eval}, policy, substitute=False),
+        test=Views(splits.test_source, splits.test_indices, {"image": views.eval}, policy, substitute=False),
         labeled_counts=splits.labeled_counts,
         unlabeled_counts=splits.unlabeled_counts,
         test_counts=splits.test_counts,
         labeled_indices=splits.labeled_indices,
         unlabeled_indices=splits.unlabeled_indices,
+        groups=splits.groups,
     )

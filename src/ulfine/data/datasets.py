@@ -10,6 +10,7 @@
   images are the unlabeled set (hidden labels unknown, -1), data.m1 is ignored.
 - imagefolder: ``root/train/<class>/*``, ``root/test/<class>/*`` and, optionally,
   ``root/unlabeled/*`` (any depth, no labels; used whole as the unlabeled set, data.m1 ignored).
+  With data.distribution=natural the test folder is optional (a hold-out of train replaces it).
 
 Where the unlabeled set is separate (STL-10, root/unlabeled), data.m1, data.distribution and
 data.labeled_in_unlabeled do not apply: the labeled images are the first N_k of train.
@@ -31,6 +32,7 @@ import numpy as np
 from torchvision import datasets as tv_datasets
 
 from ulfine.config import DataConfig
+from ulfine.data.protocol import NATURAL
 from ulfine.data.sources import (
     ArraySource,
     DatasetError,
@@ -49,7 +51,7 @@ class SourceData:
 
     class_names: list[str]
     train: ImageSource  # labeled pool (and the unlabeled pool when `unlabeled` is None)
-    test: ImageSource
+    test: ImageSource | None  # None: natural data without a test folder (held out of train)
     unlabeled: ImageSource | None = None  # a separate unlabeled set, used whole (STL-10's 100k)
     labeled_fraction: float | None = None  # natural long tail: label this share of each class
     # (instead of the N_1/gamma formula); the rest is unlabeled
@@ -91,6 +93,11 @@ def load_imagefolder(cfg: DataConfig) -> SourceData:
     """``root/{train,test}/<class>/*`` (+ optional ``root/unlabeled/*``); sorted names = classes."""
     root = Path(cfg.root)
     train_names, train = scan_class_folders(root / "train", cfg.bad_images, cfg.max_image_pixels)
+    unlabeled_dir = root / "unlabeled"
+    unlabeled = (scan_unlabeled_folder(unlabeled_dir, cfg.bad_images, cfg.max_image_pixels)
+                 if unlabeled_dir.is_dir() else None)
+    if cfg.distribution == NATURAL and not (root / "test").is_dir():
+        return SourceData(train_names, train, None, unlabeled)
     test_names, test = scan_class_folders(root / "test", cfg.bad_images, cfg.max_image_pixels)
     if train_names != test_names:
         only_train = sorted(set(train_names) - set(test_names))
@@ -99,9 +106,6 @@ def load_imagefolder(cfg: DataConfig) -> SourceData:
             f"class folders differ between '{root / 'train'}' and '{root / 'test'}': "
             f"only in train: {only_train or 'none'}; only in test: {only_test or 'none'}"
         )
-    unlabeled_dir = root / "unlabeled"
-    unlabeled = (scan_unlabeled_folder(unlabeled_dir, cfg.bad_images, cfg.max_image_pixels)
-                 if unlabeled_dir.is_dir() else None)
     return SourceData(train_names, train, test, unlabeled)
 
 

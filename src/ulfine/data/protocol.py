@@ -24,6 +24,9 @@ Which images: per class, in dataset order (or a seeded per-class shuffle), label
 N_k; unlabeled = the next M_k (disjoint, default) or the first N_k + M_k (ACR's convention,
 labeled ⊂ unlabeled). Natural long-tailed datasets (Small-ImageNet-127) instead label
 round(labeled_fraction * n_k) images of each class and leave the rest unlabeled.
+Natural (data.distribution=natural): the data as it is. Every image of train/<class>/ is labeled,
+the separate unlabeled set (root/unlabeled/, STL-10's) is used whole, nothing is drawn by formula;
+without a test set, `test_holdout_counts` images of each class become the test set.
 A class with V_k validation images held out (data.val_per_class) keeps N_k - V_k labeled ones:
 the last V_k of its labeled selection, so validation never touches test images (nor, in the
 disjoint default, unlabeled ones).
@@ -97,6 +100,9 @@ def headtail(m1: int, num_classes: int, gamma_u: float) -> list[int]:
     return [counts[i] for i in headtail_order(num_classes)]
 
 
+NATURAL = "natural"  # data.distribution: the data as it is, no synthetic long tail
+
+
 def split_counts(cfg: DataConfig, num_classes: int) -> tuple[list[int], list[int]]:
     """(labeled N_k, unlabeled M_k) of the synthetic protocol for ``num_classes`` classes."""
     if cfg.distribution == "consistent" and cfg.gamma_u != cfg.gamma_l:
@@ -113,6 +119,12 @@ def natural_split_counts(class_sizes: list[int], labeled_fraction: float) -> tup
     """Natural long tail (Small-ImageNet-127, as SimPro/CoSSL): N_k = round(f n_k), M_k = n_k - N_k."""
     labeled = [int(np.around(n * labeled_fraction)) for n in class_sizes]
     return labeled, [n - l for n, l in zip(class_sizes, labeled)]
+
+
+def test_holdout_counts(class_sizes: list[int], fraction: float) -> list[int]:
+    """Test images held out of each class when a natural dataset has no test set:
+    round(fraction * n_k), at least 1, and never the class's last image (a class of 1 keeps it)."""
+    return [min(max(1, round(fraction * n)), n - 1) if n > 1 else 0 for n in class_sizes]
 
 
 def val_holdout_counts(labeled_counts: list[int], val_per_class: int) -> list[int]:

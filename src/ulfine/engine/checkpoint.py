@@ -22,7 +22,7 @@ def _atomic_open(path: Path, mode: str) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result is a normal file
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; written files follow the user's umask
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -42,7 +42,7 @@ def _atomic_open(path: Path, mode: str) -> Iterator[IO]:
 
 
 def _umask() -> int:
-    """The process umask (reading it means setting it; it is set straight back)."""
+    """The process umask (reading it means setting it; set straight back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import logging.handlers
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ulfine.config import ConfigError, RunConfig, save_config, to_dict, upgrade
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
+from ulfine.data.build import count_table
 from ulfine.data.transforms import native_preprocess_cfg
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine import runlock
@@ -59,6 +62,9 @@ logger = logging.getLogger(__name__)
 class NonFiniteLossError(UlfineError, RuntimeError):
     """A loss term or a parameter became NaN/inf; training stopped and the last good checkpoint is kept."""
 
+
+# pseudo-label scalars logged with each training record (metrics.jsonl "pseudo_train")
+PSEUDO_CURVE_KEYS = ("seen", "mask_rate", "pseudo_accuracy", "mean_confidence_correct", "mean_confidence_wrong")
 
 # Config keys a resumed run may change: they steer logging, evaluation and I/O, not the
 # training trajectory (augmentation is seeded per sample, so the worker count does not matter;
@@ -86,6 +92,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, foundation: Foundation | None = None,
                  data: LTSSLData | None = None) -> None:
         self.cfg = cfg
+        self._log_buffer = _start_log_buffer()  # what happens before the run folder exists goes to train.log too
         self.device = resolve_device(cfg.train.device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.device.type == "cuda":
@@ -113,8 +120,10 @@ class Trainer:
         self._build_model()
         self._build_optimisation()
         self._build_streams()
-        self.accuracy = ClassAccuracy(self.data.labeled_counts)
+        self.accuracy = ClassAccuracy(groups=self.data.groups, num_classes=len(self.data.class_names))
         self.diagnostics = PseudoLabelDiagnostics(len(self.data.class_names))
+        # the same diagnostics over each log_every window: pseudo-label curves with one point per log record
+        self.window_diagnostics = PseudoLabelDiagnostics(len(self.data.class_names))
 
     # ----------------------------------------------------------------- setup
     def _build_model(self) -> None:
@@ -227,6 +236,7 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value.detach().float() / cfg.optim.grad_accum
             if out.pseudo is not None and batch["hidden"] is not None:
                 self.diagnostics.update(out.pseudo, batch["hidden"])
+                self.window_diagnostics.update(out.pseudo, batch["hidden"])
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.learner.parameters(), cfg.optim.grad_clip)
@@ -265,6 +275,8 @@ class Trainer:
         cfg = self.cfg
         stop_at = cfg.optim.iterations if until is None else min(until, cfg.optim.iterations)
         self._prepare_run_dir()
+        if self.dist.is_main and self.state.iteration == 0:
+            logger.info("classes (labeled counts set the head / medium / tail groups):\n%s", count_table(self.data))
         # a resumed run purges TensorBoard points after its checkpoint (the killed run's, redone)
         log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
                          purge_step=self.state.iteration + 1 if self.state.iteration else None)
@@ -286,23 +298,34 @@ class Trainer:
             _restore_signal_handlers(previous)
         if self.stop_signal is not None or self.state.iteration < cfg.optim.iterations:
             self.save_checkpoint("last")
-            logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
-                           self.state.iteration, self.folder.config)
+            if self.stop_signal is None:  # after a signal `ulfine train` says it (once)
+                logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
+                               self.state.iteration, self.folder.config)
             log.close()
             return {}
         final = self.evaluate()
-        result = self._final_metrics(final)
-        if self.data.val is not None:
-            result["val"] = self.evaluate("val")
+        val = self.evaluate("val") if self.data.val is not None else None
+        if val is not None:
+            self._consider_best(val["class_mean"], self.state.iteration)
+        # checkpoint first: a run killed after it redoes the final record and metrics.json
+        # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
+        self.save_checkpoint("last")
         if self.dist.is_main:
-            # checkpoint first: a run killed after it redoes the final record and metrics.json
-            # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
-            self.save_checkpoint("last")
-            log.write(self.state.iteration, {"test": final, "cost": self.cost(),
-                                             **({"val": result["val"]} if "val" in result else {})})
+            log.write(self.state.iteration, {"test": final, "cost": self.cost(), **({"val": val} if val is not None else {})})
+        selected, result_test = "final", final
+        if val is not None and self.state.best_iteration < self.state.iteration:
+            # the validation split chose an earlier step: its weights are the result
+            self._load_weights(self.folder.best_checkpoint)
+            selected, result_test = f"best_val@{self.state.best_iteration}", self.evaluate()
+        result = self._final_metrics(result_test)
+        result["selected"] = selected
+        if val is not None:
+            result["val"] = val
+            result["final_test_top1"] = final["top1"]  # the last step's test top-1, whichever was selected
+        if self.dist.is_main:
             ckpt.atomic_write_text(self.folder.final_metrics, json.dumps(result, indent=2))
-            logger.info("finished %s at iteration %d: test top-1 %.2f", self.run_dir, self.state.iteration,
-                        result["top1"])
+            logger.info("finished %s at iteration %d: test %s (%s weights; %.0f s training)", self.run_dir,
+                        self.state.iteration, _accuracy_line(result), selected, self.state.train_seconds)
         log.close()
         barrier()
         return result
@@ -312,6 +335,10 @@ class Trainer:
         if it % cfg.train.log_every == 0 and sums:
             scalars = {f"loss/{k}": float(v) / self.loss_steps for k, v in sums.items()}
             scalars["lr"] = self.optimizer.param_groups[-1]["lr"]
+            window = self.window_diagnostics.compute()
+            if window["seen"]:
+                scalars["pseudo_train"] = {k: window[k] for k in PSEUDO_CURVE_KEYS}
+            self.window_diagnostics.reset()
             log.write(it, scalars)
             bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
             sums.clear()
@@ -324,11 +351,9 @@ class Trainer:
             record["method"] = _tolist(self.learner.method.diagnostics())
             self.diagnostics.reset()
             log.write(it, record)
-            # model selection on val when there is one, by mean per-class accuracy (val is long-tailed)
-            selection = record["val"]["class_mean"] if "val" in record else record["test"]["top1"]
-            if selection > self.state.best_top1:
-                self.state.best_top1, self.state.best_iteration = selection, it
-                self.save_checkpoint("best")
+            logger.info("iteration %d: test %s", it, _accuracy_line(record["test"]))
+            if "val" in record:  # model selection on val only (never on test), by mean per-class accuracy
+                self._consider_best(record["val"]["class_mean"], it)
         if it % cfg.train.checkpoint_every == 0:
             self.save_checkpoint("last")
 
@@ -336,6 +361,20 @@ class Trainer:
         """The cumulative training cost so far (module docstring)."""
         return {"images_seen": self.state.images_seen, "train_flops": self.state.train_flops,
                 "train_seconds": self.state.train_seconds}
+
+    def _consider_best(self, val_class_mean: float, iteration: int) -> None:
+        """Keep checkpoints/best.pt for the step with the best validation accuracy so far."""
+        if val_class_mean > self.state.best_top1:
+            self.state.best_top1, self.state.best_iteration = val_class_mean, iteration
+            self.save_checkpoint("best")
+
+    def _load_weights(self, path: Path) -> None:
+        """The model weights of checkpoint ``path`` (not its optimiser, streams or counters)."""
+        state = ckpt.load_checkpoint(path, map_location=self.device)
+        self.learner.encoder.load_tuned_state_dict(state["encoder"])
+        self.learner.method.load_state_dict(state["method"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
 
     # ------------------------------------------------------------ evaluation
     def eval_module(self) -> Learner:
@@ -366,8 +405,8 @@ class Trainer:
             **self.cost(),
             "flops_per_image": self.flops_per_image.to_dict() if self.flops_per_image else None,
             "iterations": self.state.iteration,
-            "best_selection_top1": self.state.best_top1,  # val class_mean when there is a val split, else test top1
-            "best_iteration": self.state.best_iteration,
+            "best_selection_top1": self.state.best_top1,  # best val class_mean; -1 without a val split
+            "best_iteration": self.state.best_iteration,  # -1 without a val split (no best.pt)
             "class_names": self.data.class_names,
             "labeled_counts": list(self.data.labeled_counts),
             "unlabeled_counts": list(self.data.unlabeled_counts) if self.data.unlabeled_counts else None,
@@ -382,6 +421,11 @@ class Trainer:
         """Resume from checkpoints/last.pt (output.resume) or start a new run folder; never
         silently start over in a folder that already holds a checkpoint."""
         last = self.folder.last_checkpoint
+        if self.folder.final_metrics.is_file() and last.is_file() and not self.cfg.output.resume:
+            raise ConfigError(
+                f"run folder '{self.run_dir}' holds a finished run (metrics.json); see it with "
+                f"`ulfine report {self.run_dir}`, or choose another output.name (or delete the folder) to train again"
+            )
         if last.is_file() and not self.cfg.output.resume:
             raise ConfigError(
                 f"run folder '{self.run_dir}' already holds {last}; set output.resume=true to continue it, "
@@ -389,7 +433,7 @@ class Trainer:
             )
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._log_handler = _attach_file_log(self.folder.train_log)
+            self._log_handler = _attach_file_log(self.folder.train_log, self._log_buffer)
         if last.is_file():
             self._resume(last)
         elif self.dist.is_main:
@@ -421,6 +465,7 @@ class Trainer:
             "labeled_stream": self.labeled_stream.state_dict(),
             "unlabeled_stream": self.unlabeled_stream.state_dict() if self.unlabeled_stream else None,
             "diagnostics": self.diagnostics.state_dict(),
+            "window_diagnostics": self.window_diagnostics.state_dict(),
             "rng": ckpt.rng_state(),
             "base_sha256": self.base_sha256,  # resume and predict check the base model against it
             "loss_sums": {k: float(v) for k, v in self.loss_sums.items()},
@@ -450,6 +495,8 @@ class Trainer:
         if self.unlabeled_stream is not None:
             self.unlabeled_stream.load_state_dict(state["unlabeled_stream"])
         self.diagnostics.load_state_dict(state["diagnostics"])
+        if "window_diagnostics" in state:  # checkpoints from before the per-window curves lack it
+            self.window_diagnostics.load_state_dict(state["window_diagnostics"])
         ckpt.set_rng_state(state["rng"])
         self.state = TrainState(**state["train_state"])
         self.loss_sums.clear()
@@ -483,7 +530,11 @@ class Trainer:
         """SIGINT/SIGTERM finish the current step, write a checkpoint and return from ``fit``
         (``stop_signal`` says which); a second one aborts at once (KeyboardInterrupt), keeping
         the previous checkpoint."""
+        owner = os.getpid()
+
         def request_stop(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:  # a forked loader worker inherited this handler: the main process acts
+                return
             if self.stop_signal is not None:
                 raise KeyboardInterrupt(f"signal {signum} received twice")
             logger.warning("%s: stopping after this step (send it again to abort without a checkpoint)",
@@ -504,12 +555,44 @@ def _restore_signal_handlers(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
+def _accuracy_line(metrics: dict[str, Any]) -> str:
+    """'top-1 45.9 %, head 54.1, medium 39.1, tail 41.9' (the groups that exist)."""
+    groups = ", ".join(f"{g} {metrics[g]:.1f}" for g in ("head", "medium", "tail") if metrics.get(g) is not None)
+    return f"top-1 {metrics['top1']:.1f} %" + (f", {groups}" if groups else "")
+
+
 def _tolist(values: dict[str, Tensor]) -> dict[str, Any]:
     return {k: v.detach().cpu().tolist() if isinstance(v, Tensor) else v for k, v in values.items()}
 
 
-def _attach_file_log(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path)
+class _RunLogHandler(logging.FileHandler):
+    """train.log of the current run (one at a time: a new run in the same process replaces it)."""
+
+
+class _LogBuffer(logging.handlers.MemoryHandler):
+    """Holds ulfine's records until the run folder (and its train.log) exists."""
+
+
+def _start_log_buffer() -> _LogBuffer:
+    package = logging.getLogger("ulfine")
+    for old in [h for h in package.handlers if isinstance(h, _LogBuffer)]:
+        package.removeHandler(old)
+    buffer = _LogBuffer(capacity=10_000, flushLevel=logging.CRITICAL + 1)
+    package.addHandler(buffer)
+    return buffer
+
+
+def _attach_file_log(path: Path, buffer: _LogBuffer | None = None) -> logging.Handler:
+    """Log ulfine's records to ``path`` (appending on resume), starting with the buffered ones."""
+    package = logging.getLogger("ulfine")
+    for old in [h for h in package.handlers if isinstance(h, _RunLogHandler)]:
+        package.removeHandler(old)
+        old.close()
+    handler = _RunLogHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("ulfine").addHandler(handler)
+    if buffer is not None:
+        package.removeHandler(buffer)
+        buffer.setTarget(handler)
+        buffer.close()  # flushes the buffered records into train.log
+    package.addHandler(handler)
     return handler

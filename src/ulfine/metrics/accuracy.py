@@ -24,6 +24,35 @@ def groups_by_count(counts: Sequence[int] | Tensor) -> dict[str, list[int]]:
     return {name: part.tolist() for name, part in zip(GROUP_NAMES, torch.tensor_split(order, len(GROUP_NAMES)))}
 
 
+# ImageNet-LT's many / medium / few-shot split (Liu et al., CVPR'19): > 100, 20-100, < 20 labeled images
+MANY_SHOT_ABOVE = 100
+FEW_SHOT_BELOW = 20
+
+
+def groups_by_threshold(counts: Sequence[int] | Tensor) -> dict[str, list[int]] | None:
+    """head: N_k > 100, medium: 20 <= N_k <= 100, tail: N_k < 20; None when a group would be empty."""
+    counts = torch.as_tensor(counts).tolist()
+    groups = {
+        "head": [k for k, n in enumerate(counts) if n > MANY_SHOT_ABOVE],
+        "medium": [k for k, n in enumerate(counts) if FEW_SHOT_BELOW <= n <= MANY_SHOT_ABOVE],
+        "tail": [k for k, n in enumerate(counts) if n < FEW_SHOT_BELOW],
+    }
+    return groups if all(groups.values()) else None
+
+
+def class_groups(counts: Sequence[int] | Tensor, natural: bool = False) -> dict[str, list[int]]:
+    """The head / medium / tail rule, decided here only.
+
+    Synthetic protocols (ULFINE.md section 1): thirds of the classes by labeled count
+    (`groups_by_count`). Natural data (data.distribution=natural): ImageNet-LT's thresholds on
+    the labeled counts (> 100 / 20-100 / < 20) when the counts span them (every group gets a
+    class), else thirds; e.g. 60/35/20/13/8 labeled images -> head {60, 35}, medium {20, 13},
+    tail {8}. Fewer than 3 classes: no groups (only top-1 and per-class accuracy)."""
+    if len(counts) < len(GROUP_NAMES):
+        return {}
+    return (groups_by_threshold(counts) if natural else None) or groups_by_count(counts)
+
+
 class ClassAccuracy(Accumulator):
     """Accumulates correct / total per class; ``compute`` gives percentages.
 

@@ -204,31 +204,32 @@ def plot_pseudo_labels(runs: Sequence[RunRecord], path: Path) -> Path | None:
                       for run in runs if run.pseudo.get("mean_confidence_wrong_per_class") is not None}
     if per_class_conf:
         per_class_bars(wrong_conf, names, per_class_conf, ylabel="mean confidence of false pseudo-labels")
-        wrong_conf.set_ylim(0, 1)
+        wrong_conf.set_ylim(0, 1.35 if len(per_class_conf) > 1 else 1)  # headroom for the legend
     for ax in (wrong, wrong_conf) if per_class_conf else (wrong,):
-        ax.legend(loc="upper left", fontsize=8)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     confidence = {kind: [_nan(run.pseudo.get(f"mean_confidence_{kind}")) for run in runs]
                   for kind in ("correct", "wrong")}
     per_class_bars(overall, [run.label for run in runs], confidence, ylabel="mean confidence")
-    overall.set_ylim(0, 1)
-    overall.legend(loc="lower right", fontsize=8)
+    overall.set_ylim(0, 1.35)  # the legend sits above 1
     overall.set_title("pseudo-label confidence", fontsize=9)
     return _save(fig, path)
 
 
 def plot_pseudo_curves(runs: Sequence[RunRecord], path: Path) -> Path | None:
-    """Pseudo-label accuracy and mean confidence of wrong pseudo-labels at each evaluation
-    (metrics.jsonl); None when no run logged pseudo-label diagnostics."""
-    keys = {"pseudo/pseudo_accuracy": "pseudo-label accuracy (%)",
-            "pseudo/mean_confidence_wrong": "mean confidence of wrong pseudo-labels"}
-    runs = [run for run in runs if series(run.log, "pseudo/pseudo_accuracy")[0]]
+    """Pseudo-label accuracy, mask rate and mean confidence of wrong pseudo-labels over training:
+    from each training record's "pseudo_train" window (one point per train.log_every), or, for
+    runs logged before those existed, from the evaluation records; None without diagnostics."""
+    keys = {"pseudo_accuracy": "pseudo-label accuracy (%)", "mask_rate": "pseudo-labels past the threshold (%)",
+            "mean_confidence_wrong": "mean confidence of wrong pseudo-labels"}
+    sources = {run.label: next((p for p in ("pseudo_train", "pseudo") if series(run.log, f"{p}/pseudo_accuracy")[0]),
+                               None) for run in runs}
+    runs = [run for run in runs if sources[run.label]]
     if not runs:
         return None
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, (key, ylabel) in zip(fig.subplots(1, 2), keys.items()):
+    fig = Figure(figsize=(14, 4), layout="constrained")
+    for ax, (key, ylabel) in zip(fig.subplots(1, len(keys)), keys.items()):
         for run in runs:
-            curves(ax, run.log, {run.label: key}, ylabel=ylabel)
+            curves(ax, run.log, {run.label: f"{sources[run.label]}/{key}"}, ylabel=ylabel)
     return _save(fig, path)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -26,6 +27,7 @@ from ulfine.reports.plots import (
     confusion_matrix_plot,
     curves,
     figure_png_base64,
+    heatmap_size,
     loss_curves,
     per_class_bars,
     reliability_diagram,
@@ -128,10 +130,44 @@ def summary_section(inputs: ReportInputs) -> str:
         return _note("metrics.json is missing: the run has not finished (see the learning curves).")
     bins = _reliability_bins(inputs)
     ece = metrics.get("ece", bins["ece"] if bins else None)
-    rows = [[f"{key} accuracy (%)", metrics.get(key)] for key in ("top1", *GROUP_NAMES)]
-    rows += [["ECE (%)", ece], ["iterations", metrics.get("iterations")],
+    cfg = yaml.safe_load(inputs.config_text) or {}
+    rows = [["method", run_description(cfg, metrics.get("run_tags") or [])], ["dataset", dataset_description(cfg)]]
+    rows += [[f"{key} accuracy (%)", metrics.get(key)] for key in ("top1", *GROUP_NAMES)]
+    rows += [["zero-shot top-1 (%)", zero_shot_reference(inputs, cfg)],
+             ["weights reported", metrics.get("selected", "final")],
+             ["ECE (%)", ece], ["iterations", metrics.get("iterations")],
              ["training time (s)", metrics.get("train_seconds")]]
     return _table(["metric", "value"], rows)
+
+
+def run_description(cfg: dict[str, Any], tags: list[str]) -> str:
+    """'LFT (adaptformer) + ulfine' from config.yaml, with the tags the method wrote into
+    metrics.json (how the run differs from the method's defaults; reports know no method)."""
+    strategy, method = cfg.get("strategy", {}), cfg.get("method", {})
+    name = str(strategy.get("name", "?"))
+    peft = f" ({strategy.get('peft')})" if name == "lft" else ""
+    text = f"{name.upper()}{peft} + {method.get('name', '?')}"
+    text += "".join(f" ({tag})" for tag in tags)
+    model = cfg.get("model", {}).get("name")
+    return f"{text}; model {model}" if model else text
+
+
+def dataset_description(cfg: dict[str, Any]) -> str:
+    data = cfg.get("data", {})
+    text = f"{data.get('dataset', '?')} at {data.get('root', '?')}"
+    if data.get("distribution") == "natural":
+        return f"{text}, natural (as it is)"
+    return (f"{text}, N1={data.get('n1')} M1={data.get('m1')} gamma_l={data.get('gamma_l')} "
+            f"gamma_u={data.get('gamma_u')} {data.get('distribution')}")
+
+
+def zero_shot_reference(inputs: ReportInputs, cfg: dict[str, Any]) -> str | float:
+    """The zero-shot top-1 of the same model and test set when the run has it, else how to get it."""
+    value = (inputs.metrics or {}).get("zeroshot_top1")
+    if value is not None:
+        return value
+    model, data = cfg.get("model", {}).get("name", "MODEL"), cfg.get("data", {}).get("root", "DATA")
+    return f"not in this run (ulfine zeroshot --model {model} --data {data})"
 
 
 def config_section(inputs: ReportInputs) -> str:
@@ -192,7 +228,7 @@ def pseudo_section(inputs: ReportInputs) -> str:
     heat = _figure(lambda ax: class_heatmap(ax, wrong, [f"it {i}" for i in iterations], names,
                                             title="Wrong pseudo-labels per predicted class",
                                             colorbar_label="count"),
-                   (max(7.0, 0.4 * len(names)), 2.0 + 0.3 * len(iterations)))
+                   heatmap_size(names, len(iterations)))
     caption = '<p class="caption">Each row covers the iterations since the previous evaluation.</p>'
     return _row([rates, heat]) + caption
 

@@ -83,7 +83,7 @@ def per_class_bars(
         ax.set_xticks(positions, class_names, rotation=60 if crowded else 0, ha="right" if crowded else "center")
         ax.set_ylabel(ylabel)
         if len(values) > 1:
-            ax.legend(loc="upper right")
+            legend_above_bars(ax, len(values))
         if counts is not None:
             twin = ax.twinx()
             twin.plot(positions, counts, "ko-", markersize=3, label=counts_label)
@@ -92,6 +92,14 @@ def per_class_bars(
                 twin.set_yscale("log")
             twin.set_ylim(bottom=0 if twin.get_yscale() == "linear" else None)
             twin.set_ylabel(counts_label)
+
+
+def legend_above_bars(ax: Axes, series: int, headroom: float = 1.35) -> None:
+    """A one-row legend in headroom added above the tallest bar, so it never covers a bar
+    (call after the final y limits are set)."""
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, bottom + (top - bottom) * headroom)
+    ax.legend(loc="upper center", ncols=min(series, 4), fontsize=8, frameon=False)
 
 
 def confusion_matrix_plot(
@@ -139,13 +147,20 @@ def loss_curves(target: Target, records: list[dict[str, Any]]) -> None:
     curves(target, records, keys, ylabel="loss", title="Training losses")
 
 
+def heatmap_size(class_names: Sequence[str], rows: int) -> tuple[float, float]:
+    """Figure inches for `class_heatmap`: room for the rows, the title and the class names
+    rotated 60 degrees below (about 0.07 inch per character), so no label is clipped."""
+    label_room = 0.07 * max((len(name) for name in class_names), default=0)
+    return max(7.0, 0.4 * len(class_names)), 1.4 + 0.3 * rows + label_room
+
+
 def class_heatmap(
     target: Target, rows: Sequence[Sequence[float]], row_labels: Sequence[str], class_names: Sequence[str],
     title: str = "", colorbar_label: str = "",
 ) -> None:
     """A [R, C] grid of per-class values, e.g. wrong pseudo-labels per class at each evaluation."""
     grid = np.asarray(rows, dtype=float).reshape(len(row_labels), len(class_names))
-    with axes_for(target, (max(6.0, 0.4 * len(class_names)), 1.5 + 0.3 * len(row_labels))) as ax:
+    with axes_for(target, heatmap_size(class_names, len(row_labels))) as ax:
         image = ax.imshow(grid, aspect="auto", cmap="Reds")
         ax.set_xticks(np.arange(len(class_names)), class_names, rotation=60, ha="right")
         ax.set_yticks(np.arange(len(row_labels)), row_labels)
