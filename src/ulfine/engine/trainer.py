@@ -470,6 +470,7 @@ class Trainer:
             "base_sha256": self.base_sha256,  # resume and predict check the base model against it
             "loss_sums": {k: float(v) for k, v in self.loss_sums.items()},
             "loss_steps": self.loss_steps,
+            "flops_per_image": self.flops_per_image.to_dict() if self.flops_per_image else None,
         }
 
     def save_checkpoint(self, name: str) -> None:
@@ -480,8 +481,9 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, map_location=self.device)
         self._check_resumable(path, state["config"])
-        verify_base_hash(self.base_sha256, self.foundation.identifier, state.get("base_sha256"), self.run_dir,
-                         state["config"]["model"]["name"])
+        if self.foundation is not None:  # scratch runs have no base model
+            verify_base_hash(self.base_sha256, self.foundation.identifier, state.get("base_sha256"), self.run_dir,
+                             state["config"]["model"]["name"])
         self._resumed_records = state.get("metrics_records")  # metrics.jsonl length at the save
         self.learner.encoder.load_tuned_state_dict(state["encoder"])
         self.learner.method.load_state_dict(state["method"])
@@ -502,6 +504,8 @@ class Trainer:
         self.loss_sums.clear()
         self.loss_sums.update({k: torch.tensor(v, device=self.device) for k, v in state.get("loss_sums", {}).items()})
         self.loss_steps = state.get("loss_steps", 0)
+        if state.get("flops_per_image"):  # a run resumed after its last step reports the measured cost too
+            self.flops_per_image = FlopsPerImage(**state["flops_per_image"])
 
     def _check_resumable(self, path: Path, saved: dict[str, Any]) -> None:
         """Refuse to continue a checkpoint under a config that changes the training itself."""
