@@ -28,8 +28,8 @@ def vit_config(data: Path, out: Path, method: str, *overrides: str) -> RunConfig
         "data.gamma_l=2", "data.gamma_u=2", "data.batch_size=2", "data.uratio=1", "data.num_workers=0",
         "data.eval_batch_size=10", "optim.iterations=4", "optim.warmup_iterations=1", "train.precision=fp32",
         "train.device=cpu", "train.eval_every=100", "train.log_every=1", "train.checkpoint_every=2",
-        "method.threshold=0.1", "method.acr.est_every=2", f"method.name={method}", f"output.dir={out}",
-        "output.tensorboard=false", *overrides,
+        "method.threshold=0.1", f"method.name={method}", f"output.dir={out}", "output.tensorboard=false",
+        *(["method.acr.est_every=2"] if method == "acr" else []), *overrides,
     ])
 
 
