@@ -58,11 +58,12 @@ def test_logged_losses_are_exact_across_a_resume(tiny_clip_dir: Path, tiny_folde
 
     def losses(run_dir: Path) -> list[dict]:
         records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k.startswith("loss/") or k == "iteration"}
+        return [{k: v for k, v in r.items() if k.startswith("loss/") or k in ("iteration", "method_train")}
                 for r in records if any(k.startswith("loss/") for k in r)]
 
     straight, resumed = losses(tmp_path / "a" / "run"), losses(b.run_dir())
     assert [r["iteration"] for r in resumed] == [2, 4, 6]
+    assert "method_train" in straight[0]  # StepOutput.logs' window sums are checkpointed like the losses'
     assert resumed == straight
     tag = next(k for k in straight[0] if k.startswith("loss/"))
     points = _tb_points(b.run_dir(), tag)

@@ -88,6 +88,18 @@ def test_cost_is_recorded_and_survives_resume(tiny_clip_dir: Path, tiny_folder: 
     assert evals[-1]["cost"]["train_flops"] == resumed["train_flops"]
 
 
+def test_a_run_killed_after_its_last_checkpoint_still_reports_its_flops(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """Killed while writing metrics.json: the resume runs no step, so the per-image FLOPs come
+    from the checkpoint (was: None, which made tests/engine/test_interrupt.py flaky)."""
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path, "output.name=run")
+    straight = Trainer(cfg).fit()
+    cfg.run_dir().joinpath("metrics.json").unlink()
+    resumed = Trainer(tiny_config(tiny_clip_dir, tiny_folder, tmp_path, "output.name=run", "output.resume=true")).fit()
+    assert resumed["flops_per_image"] == straight["flops_per_image"] is not None
+
+
 def test_scratch_runs_are_refused_by_load_run_with_a_clear_error(tiny_folder: Path, tmp_path: Path) -> None:
     from ulfine.api import load_run
     from ulfine.commands.export import export_run

@@ -3,9 +3,11 @@
 One step: draw a labeled batch B and an unlabeled batch uratio*B (weak + strong views), run
 the encoder once per view (``Learner``), let the method compute its losses, backward (with
 gradient accumulation), clip, optimiser + schedule step, the method's no-grad update (PAF),
-weight EMA. Evaluation, logging and checkpoints happen at fixed iteration intervals. The run
-folder holds config.yaml, train.log, metrics.jsonl, TensorBoard scalars, checkpoints/ and
-metrics.json.
+weight EMA (``train_step``). After each step the periodic hooks run in a fixed order
+(`ulfine.engine.hooks`: metrics record, evaluation and model selection, checkpoint); resuming
+(`ulfine.engine.resume`) and stopping on a signal (`ulfine.engine.stopping`) have their own
+helpers. The run folder holds config.yaml, train.log, metrics.jsonl, TensorBoard scalars,
+checkpoints/ and metrics.json.
 
 Cost (`ulfine.engine.cost`): every run records ``images_seen`` (labeled + unlabeled images
 drawn, an unlabeled image counted once for its two views), ``train_flops`` and
@@ -22,8 +24,6 @@ import json
 import logging
 import logging.handlers
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,20 +34,22 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ulfine.config import ConfigError, RunConfig, save_config, to_dict, upgrade
+from ulfine.config import ConfigError, RunConfig, save_config, to_dict
 from ulfine.data import LTSSLData, build_ltssl_data, make_stream
 from ulfine.data.build import count_table
 from ulfine.data.transforms import native_preprocess_cfg
 from ulfine.engine import checkpoint as ckpt
-from ulfine.engine import runlock
+from ulfine.engine import resume, runlock
 from ulfine.engine.amp import autocast, resolve_device
 from ulfine.engine.cost import FlopsPerImage, measure_flops_per_image
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
 from ulfine.engine.feature_cache import feature_data
+from ulfine.engine.hooks import LogWindow, accuracy_line, periodic_hooks, to_lists
 from ulfine.engine.learner import Learner, build_learner
-from ulfine.engine.metrics_log import MetricsLog, count_records, rewind_metrics_log
+from ulfine.engine.metrics_log import MetricsLog, count_records
 from ulfine.engine.optim import build_optimizer, build_scheduler, split_weight_decay, weight_ema
+from ulfine.engine.stopping import StopRequest
 from ulfine.methods.base import StepOutput
 from ulfine.metrics.accuracy import ClassAccuracy
 from ulfine.metrics.calibration import calibration
@@ -63,27 +65,24 @@ class NonFiniteLossError(UlfineError, RuntimeError):
     """A loss term or a parameter became NaN/inf; training stopped and the last good checkpoint is kept."""
 
 
-# pseudo-label scalars logged with each training record (metrics.jsonl "pseudo_train")
-PSEUDO_CURVE_KEYS = ("seen", "mask_rate", "pseudo_accuracy", "mean_confidence_correct", "mean_confidence_wrong")
-
-# Config keys a resumed run may change: they steer logging, evaluation and I/O, not the
-# training trajectory (augmentation is seeded per sample, so the worker count does not matter;
-# output.dir/name change when a run folder is moved or copied).
-RESUME_MAY_CHANGE = frozenset({
-    "output.dir", "output.name", "output.resume", "output.tensorboard", "train.eval_every", "train.log_every",
-    "train.checkpoint_every", "train.device", "train.compile", "data.num_workers",
-    "data.eval_batch_size", "model.cache_dir", "train.cache_fingerprint",
-})
-
-
 @dataclass
 class TrainState:
+    """The counters a checkpoint carries (``train_state``)."""
+
     iteration: int = 0
-    best_top1: float = -1.0
+    best_val_class_mean: float = -1.0  # model selection: the best validation class-mean accuracy; -1 without val
     best_iteration: int = -1
     train_seconds: float = 0.0
     images_seen: int = 0
     train_flops: float = 0.0
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> TrainState:
+        """Checkpoints written before the rename call ``best_val_class_mean`` ``best_top1``."""
+        saved = dict(saved)
+        if "best_top1" in saved:
+            saved["best_val_class_mean"] = saved.pop("best_top1")
+        return cls(**saved)
 
 
 class Trainer:
@@ -100,11 +99,8 @@ class Trainer:
         self.run_dir = cfg.run_dir()
         self.folder = RunFolder(self.run_dir)
         self.state = TrainState()
-        self.stop_signal: int | None = None  # SIGINT/SIGTERM received during fit
-        # loss sums since the last loss record and the steps they cover: checkpointed, so the
-        # first record after a resume averages the same steps as an uninterrupted run's
-        self.loss_sums: dict[str, Tensor] = {}
-        self.loss_steps = 0
+        self.stop = StopRequest()  # SIGINT/SIGTERM received during fit
+        self.window = LogWindow()  # what the next training record averages (checkpointed)
         self._log_handler: logging.Handler | None = None  # train.log, attached while fit runs
         ckpt.seed_everything(cfg.train.seed)
         self.scratch = cfg.strategy.name == "scratch"
@@ -190,13 +186,25 @@ class Trainer:
             batch.update(weak=unlabeled["weak"], strong=unlabeled["strong"], hidden=unlabeled["label"])
         return {k: (v.to(self.device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
 
-    def _check_finite(self, out: StepOutput) -> None:
-        for name, value in out.losses.items():
-            if not torch.isfinite(value).all():
-                raise NonFiniteLossError(
-                    f"loss term '{name}' is {value.item()} at iteration {self.state.iteration}; "
-                    f"stopped ({self._last_good()}). Lower optim.lr or set optim.grad_clip"
-                )
+    @property
+    def stop_signal(self) -> int | None:
+        """The SIGINT/SIGTERM that stopped ``fit``, if any."""
+        return self.stop.signum
+
+    def _check_finite(self, terms: list[tuple[str, Tensor]]) -> None:
+        """One device sync per step for all loss terms of all its micro-batches; the terms are
+        named only when one is not finite."""
+        values = torch.stack([value.float().reshape(()) for _, value in terms])
+        if torch.isfinite(values).all():
+            return
+        bad: dict[str, float] = {}
+        for (name, _), value in zip(terms, values.tolist()):
+            if not math.isfinite(value):
+                bad.setdefault(name, value)
+        raise NonFiniteLossError(
+            f"{', '.join(f'loss term {name!r} is {value}' for name, value in bad.items())} at iteration "
+            f"{self.state.iteration}; stopped ({self._last_good()}). Lower optim.lr or set optim.grad_clip"
+        )
 
     def _check_finite_parameters(self) -> None:
         """A finite loss can still step to inf weights; never let those replace a good checkpoint."""
@@ -211,11 +219,12 @@ class Trainer:
         last = self.folder.last_checkpoint
         return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
 
-    def train_step(self, sums: dict[str, Tensor]) -> None:
-        """One optimiser step over ``grad_accum`` micro-batches; accumulates losses into ``sums``."""
+    def train_step(self) -> None:
+        """One optimiser step over ``grad_accum`` micro-batches; adds its losses and logs to ``window``."""
         cfg = self.cfg
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        terms: list[tuple[str, Tensor]] = []
         for micro in range(cfg.optim.grad_accum):
             batch = self._next_batch()
             sync = micro == cfg.optim.grad_accum - 1 or not self.dist.enabled
@@ -226,17 +235,17 @@ class Trainer:
             with context:
                 with autocast(self.device, cfg.train.precision):
                     out: StepOutput = self.model(batch["labeled"], batch["targets"], batch["weak"], batch["strong"])
-                self._check_finite(out)
+                terms += [(name, value.detach()) for name, value in out.losses.items()]
                 loss = sum(out.losses.values()) / cfg.optim.grad_accum
                 self.scaler.scale(loss).backward()
             views = sum(len(batch[k]) for k in ("labeled", "weak", "strong") if batch[k] is not None)
             self.state.train_flops += self.dist.world_size * self.flops_per_image.step(
                 views=views, **self.learner.encoded)
-            for name, value in out.losses.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float() / cfg.optim.grad_accum
+            self.window.add(out, cfg.optim.grad_accum)
             if out.pseudo is not None and batch["hidden"] is not None:
                 self.diagnostics.update(out.pseudo, batch["hidden"])
                 self.window_diagnostics.update(out.pseudo, batch["hidden"])
+        self._check_finite(terms)  # before the optimiser step: the weights stay the last good ones
         if cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.learner.parameters(), cfg.optim.grad_clip)
@@ -280,33 +289,44 @@ class Trainer:
         # a resumed run purges TensorBoard points after its checkpoint (the killed run's, redone)
         log = MetricsLog(self.run_dir, enabled=self.dist.is_main, tensorboard=cfg.output.tensorboard,
                          purge_step=self.state.iteration + 1 if self.state.iteration else None)
-        previous = self._install_signal_handlers()
-        sums = self.loss_sums
         bar = tqdm(total=cfg.optim.iterations, initial=self.state.iteration, desc="train",
                    disable=not self.dist.is_main, dynamic_ncols=True)
+        hooks = periodic_hooks(log, bar)
         try:
-            while self.state.iteration < stop_at and not self._stop_agreed():
-                start = time.perf_counter()
-                self.train_step(sums)
-                self.state.iteration += 1
-                self.loss_steps += 1
-                self.state.train_seconds += time.perf_counter() - start
-                bar.update(1)
-                self._periodic(log, sums, bar)
+            with self.stop.handling_signals():
+                while self.state.iteration < stop_at and not self.stop.agreed(self.dist, self.device):
+                    start = time.perf_counter()
+                    self.train_step()
+                    self.state.iteration += 1
+                    self.window.steps += 1
+                    self.state.train_seconds += time.perf_counter() - start
+                    bar.update(1)
+                    for hook in hooks:
+                        hook.after_step(self)
         finally:
             bar.close()
-            _restore_signal_handlers(previous)
         if self.stop_signal is not None or self.state.iteration < cfg.optim.iterations:
-            self.save_checkpoint("last")
-            if self.stop_signal is None:  # after a signal `ulfine train` says it (once)
-                logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
-                               self.state.iteration, self.folder.config)
+            self._pause()
             log.close()
             return {}
+        result = self._finish(log)
+        log.close()
+        barrier()
+        return result
+
+    def _pause(self) -> None:
+        """Stopped before the end (a signal or ``until``): checkpoint to resume from."""
+        self.save_checkpoint("last")
+        if self.stop_signal is None:  # after a signal `ulfine train` says it (once)
+            logger.warning("stopped at iteration %d; resume with: ulfine train --config %s output.resume=true",
+                           self.state.iteration, self.folder.config)
+
+    def _finish(self, log: MetricsLog) -> dict[str, Any]:
+        """The last step: evaluate, select (val only), checkpoint, then the final record and metrics.json."""
         final = self.evaluate()
         val = self.evaluate("val") if self.data.val is not None else None
         if val is not None:
-            self._consider_best(val["class_mean"], self.state.iteration)
+            self.consider_best(val["class_mean"], self.state.iteration)
         # checkpoint first: a run killed after it redoes the final record and metrics.json
         # (the resume rewinds metrics.jsonl to this checkpoint), never logs them twice
         self.save_checkpoint("last")
@@ -325,47 +345,18 @@ class Trainer:
         if self.dist.is_main:
             ckpt.atomic_write_text(self.folder.final_metrics, json.dumps(result, indent=2))
             logger.info("finished %s at iteration %d: test %s (%s weights; %.0f s training)", self.run_dir,
-                        self.state.iteration, _accuracy_line(result), selected, self.state.train_seconds)
-        log.close()
-        barrier()
+                        self.state.iteration, accuracy_line(result), selected, self.state.train_seconds)
         return result
-
-    def _periodic(self, log: MetricsLog, sums: dict[str, Tensor], bar: tqdm) -> None:
-        cfg, it = self.cfg, self.state.iteration
-        if it % cfg.train.log_every == 0 and sums:
-            scalars = {f"loss/{k}": float(v) / self.loss_steps for k, v in sums.items()}
-            scalars["lr"] = self.optimizer.param_groups[-1]["lr"]
-            window = self.window_diagnostics.compute()
-            if window["seen"]:
-                scalars["pseudo_train"] = {k: window[k] for k in PSEUDO_CURVE_KEYS}
-            self.window_diagnostics.reset()
-            log.write(it, scalars)
-            bar.set_postfix(loss=f"{sum(scalars[k] for k in scalars if k.startswith('loss/')):.3f}")
-            sums.clear()
-            self.loss_steps = 0
-        if it % cfg.train.eval_every == 0 and it < cfg.optim.iterations:
-            record = {"test": self.evaluate("test"), "cost": self.cost()}
-            if self.data.val is not None:
-                record["val"] = self.evaluate("val")
-            record["pseudo"] = self.diagnostics.compute()
-            record["method"] = _tolist(self.learner.method.diagnostics())
-            self.diagnostics.reset()
-            log.write(it, record)
-            logger.info("iteration %d: test %s", it, _accuracy_line(record["test"]))
-            if "val" in record:  # model selection on val only (never on test), by mean per-class accuracy
-                self._consider_best(record["val"]["class_mean"], it)
-        if it % cfg.train.checkpoint_every == 0:
-            self.save_checkpoint("last")
 
     def cost(self) -> dict[str, float]:
         """The cumulative training cost so far (module docstring)."""
         return {"images_seen": self.state.images_seen, "train_flops": self.state.train_flops,
                 "train_seconds": self.state.train_seconds}
 
-    def _consider_best(self, val_class_mean: float, iteration: int) -> None:
+    def consider_best(self, val_class_mean: float, iteration: int) -> None:
         """Keep checkpoints/best.pt for the step with the best validation accuracy so far."""
-        if val_class_mean > self.state.best_top1:
-            self.state.best_top1, self.state.best_iteration = val_class_mean, iteration
+        if val_class_mean > self.state.best_val_class_mean:
+            self.state.best_val_class_mean, self.state.best_iteration = val_class_mean, iteration
             self.save_checkpoint("best")
 
     def _load_weights(self, path: Path) -> None:
@@ -405,50 +396,35 @@ class Trainer:
             **self.cost(),
             "flops_per_image": self.flops_per_image.to_dict() if self.flops_per_image else None,
             "iterations": self.state.iteration,
-            "best_selection_top1": self.state.best_top1,  # best val class_mean; -1 without a val split
+            "best_selection_top1": self.state.best_val_class_mean,  # best val class_mean; -1 without a val split
             "best_iteration": self.state.best_iteration,  # -1 without a val split (no best.pt)
             "class_names": self.data.class_names,
             "labeled_counts": list(self.data.labeled_counts),
             "unlabeled_counts": list(self.data.unlabeled_counts) if self.data.unlabeled_counts else None,
             "pseudo_labels": pseudo,
-            "method_state": _tolist(self.learner.method.diagnostics()),
+            "method_state": to_lists(self.learner.method.diagnostics()),
             "diagnostics": self.learner.method.describe_diagnostics(),  # how reports show method_state
             "run_tags": self.learner.method.run_tags(),
         }
 
     # ------------------------------------------------------- checkpoint/resume
     def _prepare_run_dir(self) -> None:
-        """Resume from checkpoints/last.pt (output.resume) or start a new run folder; never
-        silently start over in a folder that already holds a checkpoint."""
-        last = self.folder.last_checkpoint
-        if self.folder.final_metrics.is_file() and last.is_file() and not self.cfg.output.resume:
-            raise ConfigError(
-                f"run folder '{self.run_dir}' holds a finished run (metrics.json); see it with "
-                f"`ulfine report {self.run_dir}`, or choose another output.name (or delete the folder) to train again"
-            )
-        if last.is_file() and not self.cfg.output.resume:
-            raise ConfigError(
-                f"run folder '{self.run_dir}' already holds {last}; set output.resume=true to continue it, "
-                "or choose another output.name (or delete the folder) to start over"
-            )
+        """Resume from checkpoints/last.pt (output.resume) or start a new run folder (`resume`)."""
+        resuming = resume.should_resume(self.folder, self.cfg.output.resume)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._log_handler = _attach_file_log(self.folder.train_log, self._log_buffer)
-        if last.is_file():
-            self._resume(last)
+        if resuming:
+            if self.dist.is_main:
+                resume.clear_partial_writes(self.folder)
+            records = self.load_checkpoint(self.folder.last_checkpoint)
+            if self.dist.is_main:
+                resume.rewind_records(self.folder, self.state.iteration, records)
+            logger.info("resumed %s at iteration %d", self.run_dir, self.state.iteration)
         elif self.dist.is_main:
             save_config(self.cfg, self.folder.config)
             logger.info("started %s: %d iterations", self.run_dir, self.cfg.optim.iterations)
         barrier()
-
-    def _resume(self, last: Path) -> None:
-        """Load ``last``, after clearing what a killed run may have left half-written."""
-        if self.dist.is_main and ckpt.remove_stale_temps(last.parent):
-            logger.warning("removed partial checkpoint files left by a killed run in %s", last.parent)
-        self.load_checkpoint(last)
-        if self.dist.is_main and rewind_metrics_log(self.run_dir, self.state.iteration, self._resumed_records):
-            logger.info("dropped metrics.jsonl records after iteration %d (they are redone)", self.state.iteration)
-        logger.info("resumed %s at iteration %d", self.run_dir, self.state.iteration)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {
@@ -468,8 +444,8 @@ class Trainer:
             "window_diagnostics": self.window_diagnostics.state_dict(),
             "rng": ckpt.rng_state(),
             "base_sha256": self.base_sha256,  # resume and predict check the base model against it
-            "loss_sums": {k: float(v) for k, v in self.loss_sums.items()},
-            "loss_steps": self.loss_steps,
+            **self.window.state_dict(),  # loss_sums, log_sums, loss_steps
+            # a run resumed after its last step runs no step to measure it, yet metrics.json reports it
             "flops_per_image": self.flops_per_image.to_dict() if self.flops_per_image else None,
         }
 
@@ -478,13 +454,14 @@ class Trainer:
         if self.dist.is_main:
             ckpt.atomic_save(self.checkpoint_state(), self.folder.checkpoint(name))
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path) -> int | None:
+        """Restore everything ``checkpoint_state`` saved; returns metrics.jsonl's length at the
+        save (None in checkpoints from before it was stored)."""
         state = ckpt.load_checkpoint(path, map_location=self.device)
-        self._check_resumable(path, state["config"])
+        resume.check_resumable(path, state["config"], self.cfg)
         if self.foundation is not None:  # scratch runs have no base model
             verify_base_hash(self.base_sha256, self.foundation.identifier, state.get("base_sha256"), self.run_dir,
                              state["config"]["model"]["name"])
-        self._resumed_records = state.get("metrics_records")  # metrics.jsonl length at the save
         self.learner.encoder.load_tuned_state_dict(state["encoder"])
         self.learner.method.load_state_dict(state["method"])
         if self.optimizer is not None:
@@ -500,73 +477,11 @@ class Trainer:
         if "window_diagnostics" in state:  # checkpoints from before the per-window curves lack it
             self.window_diagnostics.load_state_dict(state["window_diagnostics"])
         ckpt.set_rng_state(state["rng"])
-        self.state = TrainState(**state["train_state"])
-        self.loss_sums.clear()
-        self.loss_sums.update({k: torch.tensor(v, device=self.device) for k, v in state.get("loss_sums", {}).items()})
-        self.loss_steps = state.get("loss_steps", 0)
-        if state.get("flops_per_image"):  # a run resumed after its last step reports the measured cost too
+        self.state = TrainState.from_checkpoint(state["train_state"])
+        self.window.load_state_dict(state, self.device)
+        if state.get("flops_per_image"):  # older checkpoints lack it: measured again on the next step
             self.flops_per_image = FlopsPerImage(**state["flops_per_image"])
-
-    def _check_resumable(self, path: Path, saved: dict[str, Any]) -> None:
-        """Refuse to continue a checkpoint under a config that changes the training itself."""
-        changes = ckpt.config_changes(upgrade(saved, f"the config in '{path}'"), to_dict(self.cfg), RESUME_MAY_CHANGE)
-        if changes:
-            raise ConfigError(
-                f"cannot resume from '{path}': the config differs from the one it was trained with in "
-                f"{'; '.join(changes)}. Only {', '.join(sorted(RESUME_MAY_CHANGE))} may change on resume; "
-                "start a new run (another output.name) to change the rest"
-            )
-
-    # ---------------------------------------------------------------- signals
-    def _stop_agreed(self) -> bool:
-        """Whether any rank got SIGINT/SIGTERM; under DDP all ranks agree, since a signal reaches
-        them at slightly different moments and one rank stopping alone would hang the others."""
-        if not self.dist.enabled:
-            return self.stop_signal is not None
-        flag = torch.tensor([self.stop_signal or 0], device=self.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        signum = int(flag.item())
-        if signum and self.stop_signal is None:
-            self.stop_signal = signum
-        return signum != 0
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        """SIGINT/SIGTERM finish the current step, write a checkpoint and return from ``fit``
-        (``stop_signal`` says which); a second one aborts at once (KeyboardInterrupt), keeping
-        the previous checkpoint."""
-        owner = os.getpid()
-
-        def request_stop(signum: int, frame: Any) -> None:
-            if os.getpid() != owner:  # a forked loader worker inherited this handler: the main process acts
-                return
-            if self.stop_signal is not None:
-                raise KeyboardInterrupt(f"signal {signum} received twice")
-            logger.warning("%s: stopping after this step (send it again to abort without a checkpoint)",
-                           signal.Signals(signum).name)
-            self.stop_signal = signum
-
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, request_stop)
-            except ValueError:  # not the main thread
-                pass
-        return previous
-
-
-def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
-def _accuracy_line(metrics: dict[str, Any]) -> str:
-    """'top-1 45.9 %, head 54.1, medium 39.1, tail 41.9' (the groups that exist)."""
-    groups = ", ".join(f"{g} {metrics[g]:.1f}" for g in ("head", "medium", "tail") if metrics.get(g) is not None)
-    return f"top-1 {metrics['top1']:.1f} %" + (f", {groups}" if groups else "")
-
-
-def _tolist(values: dict[str, Tensor]) -> dict[str, Any]:
-    return {k: v.detach().cpu().tolist() if isinstance(v, Tensor) else v for k, v in values.items()}
+        return state.get("metrics_records")
 
 
 class _RunLogHandler(logging.FileHandler):

@@ -60,7 +60,9 @@ class Diagnostic:
 class StepOutput:
     losses: dict[str, Tensor]  # the trainer sums them; keys become log names (loss/<key>)
     pseudo: PseudoLabels | None = None
-    logs: dict[str, Tensor] = field(default_factory=dict)  # extra scalars/vectors to log
+    # per-step scalars (or vectors) such as the mask rate or ACR's tau: averaged over each
+    # train.log_every window into metrics.jsonl's training records ("method_train")
+    logs: dict[str, Tensor] = field(default_factory=dict)
 
 
 class SSLMethod(nn.Module):

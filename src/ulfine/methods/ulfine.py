@@ -323,7 +323,8 @@ class ULFine(SSLMethod):
         if self.ucfg.orth:
             losses["orth"] = self.ucfg.lambda_orth * orthogonality_loss(self.proto_text)
         self._collect_state(z_labeled, targets, pseudo)
-        return StepOutput(losses=losses, pseudo=pseudo)
+        # the last PAF step's mean alpha_k over classes (metrics.jsonl "method_train"; per class at evaluations)
+        return StepOutput(losses=losses, pseudo=pseudo, logs={"alpha_mean": self.alpha.mean()})
 
     def strong_mask(self, z_weak: Tensor) -> Tensor:
         return self._pseudo(z_weak).mask > 0
