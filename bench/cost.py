@@ -13,7 +13,7 @@ to ``bench/results/cost-<tag>.{png,md,json}``. The report gives, for each scratc
 - (a) the cost at which it first reaches ULFine's final accuracy, divided by ULFine's cost;
 - (b) if it never does within its budget, its accuracy at 10x ULFine's cost (interpolated
   between evaluations in log cost; not given beyond the end of its curve: no extrapolation);
-- FFT against scratch at equal cost: the scratch cell's accuracy at FFT's final cost.
+- FFT against scratch at equal cost: both cells' accuracy at the end of the shorter curve.
 
 Runs are resumable exactly like ``compare.py`` (its helpers: a folder with metrics.json is
 done, an interrupted one resumes, each launch appends to provenance.jsonl).
@@ -63,7 +63,7 @@ CELL_SPECS: dict[str, Cell] = {
     "fft-acr": Cell(FOUNDATION_CONFIG, CELLS["fft-acr"]),
     "ulfine": Cell(FOUNDATION_CONFIG, CELLS["ulfine"]),
 }
-# FFT cell -> the scratch cell with the same SSL method, compared at FFT's final cost
+# FFT cell -> the scratch cell with the same SSL method, compared at equal cost (the shorter curve's end)
 FFT_VS_SCRATCH = {"fft-fixmatch-la": "scratch-fixmatch-la", "fft-acr": "scratch-acr"}
 REFERENCE = "ulfine"
 
@@ -150,12 +150,13 @@ def summarise(curves: dict[str, list[Point]]) -> dict:
         summary["scratch"][cell] = entry
     for fft, scratch in FFT_VS_SCRATCH.items():
         if curves.get(fft) and curves.get(scratch):
-            fft_final = curves[fft][-1]
-            summary["fft_vs_scratch"][fft] = {
-                "scratch_cell": scratch, "fft_final": vars(fft_final),
-                "scratch_accuracy_at_fft_flops": accuracy_at(curves[scratch], fft_final.flops, "flops"),
-                "scratch_accuracy_at_fft_seconds": accuracy_at(curves[scratch], fft_final.seconds, "seconds"),
-            }
+            entry = {"scratch_cell": scratch, "fft_final": vars(curves[fft][-1])}
+            for axis in ("flops", "seconds"):  # equal cost: the end of the shorter of the two curves
+                at = min(getattr(curves[fft][-1], axis), getattr(curves[scratch][-1], axis))
+                entry[f"equal_{axis}"] = at
+                entry[f"fft_accuracy_at_equal_{axis}"] = accuracy_at(curves[fft], at, axis)
+                entry[f"scratch_accuracy_at_equal_{axis}"] = accuracy_at(curves[scratch], at, axis)
+            summary["fft_vs_scratch"][fft] = entry
     return summary
 
 
@@ -218,12 +219,14 @@ def report(curves: dict[str, list[Point]], summary: dict, argv: list[str], figur
                 f"{entry['budget_ratio_flops']:.1f}x |")
         lines.append("")
     if summary["fft_vs_scratch"]:
-        lines += ["FFT against scratch at equal cost (scratch's accuracy at FFT's final cost):", "",
-                  "| FFT cell | FFT final (%) | scratch cell | scratch at FFT's FLOPs (%) | scratch at FFT's seconds (%) |",
-                  "|---|---|---|---|---|"]
+        lines += ["FFT against scratch at equal cost (both curves at the end of the shorter one):", "",
+                  "| FFT cell | scratch cell | equal FLOPs | FFT (%) | scratch (%) | equal seconds | FFT (%) | scratch (%) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for fft, entry in summary["fft_vs_scratch"].items():
-            lines.append(f"| {fft} | {entry['fft_final']['accuracy']:.2f} | {entry['scratch_cell']} | "
-                         f"{_fmt(entry['scratch_accuracy_at_fft_flops'])} | {_fmt(entry['scratch_accuracy_at_fft_seconds'])} |")
+            lines.append(f"| {fft} | {entry['scratch_cell']} | {entry['equal_flops']:.3g} | "
+                         f"{_fmt(entry['fft_accuracy_at_equal_flops'])} | {_fmt(entry['scratch_accuracy_at_equal_flops'])} | "
+                         f"{entry['equal_seconds']:.0f} | {_fmt(entry['fft_accuracy_at_equal_seconds'])} | "
+                         f"{_fmt(entry['scratch_accuracy_at_equal_seconds'])} |")
         lines.append("")
     lines += ["Accuracies between evaluations are interpolated linearly in log cost; '-' or 'beyond the curve': "
               "the cost lies outside the evaluated range (nothing is extrapolated). Wall clock is the training "

@@ -62,4 +62,6 @@ def test_summary_ratios(cost) -> None:
     assert acr["accuracy_at_10x_flops"] == pytest.approx(20 + 20 * (3 - 2) / (3.30103 - 2), rel=1e-6)
     fft = summary["fft_vs_scratch"]["fft-acr"]
     assert fft["scratch_cell"] == "scratch-acr"
-    assert fft["scratch_accuracy_at_fft_flops"] == pytest.approx(20 + 20 * (2.30103 - 2) / (3.30103 - 2), rel=1e-5)
+    # equal cost = FFT's final 200 FLOPs (the shorter curve): FFT's own 35, scratch interpolated
+    assert fft["equal_flops"] == 200 and fft["fft_accuracy_at_equal_flops"] == 35
+    assert fft["scratch_accuracy_at_equal_flops"] == pytest.approx(20 + 20 * (2.30103 - 2) / (3.30103 - 2), rel=1e-5)
