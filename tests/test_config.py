@@ -60,3 +60,15 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(None, ["optim.lr=0.2", "method.name=acr", "method.acr.tau_range=[3,1,0]"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_help_lists_every_shared_key_and_each_components_options() -> None:
+    """`ulfine train --help` is generated from the dataclasses: shared keys and, under each
+    registered component's name, its own options with their defaults."""
+    from ulfine.config import config_help
+
+    text = "\n".join(config_help())
+    for line in ("optim.lr = 0.01", "data.distribution = consistent", "method.ulfine.paf_mode = centred",
+                 "method.acr.est_every = 0", "strategy.adaptformer.dim = 0", "strategy.scratch.backbone = wrn28_2"):
+        assert line in text, line
+    assert "method.ulfine.*  (when method.name = ulfine)" in text

@@ -603,6 +603,14 @@ def config_help(cls: type = RunConfig, prefix: str = "") -> list[str]:
     comments = _field_comments(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if "component" in f.metadata:  # each registered component's own options, under its name
+            registry: Registry[Any] = f.metadata["component"]
+            for name in registry.names():
+                options = registry.config(name)
+                if dataclasses.fields(options):
+                    lines.append(f"  {prefix}{name}.*  (when {prefix}{f.metadata['selector']} = {name})")
+                    lines.extend(config_help(options, f"{prefix}{name}."))
+            continue
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
         if dataclasses.is_dataclass(default):
             lines.append(f"{prefix}{f.name}:" if not prefix else f"{prefix}{f.name}.*")
