@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ulfine.config import option
-from ulfine.models.peft.base import PEFT, match_device_dtype, residual_blocks, width
+from ulfine.models.peft.base import PEFT, match_device_dtype, require_size, residual_blocks, width
 
 
 @dataclass
@@ -82,11 +82,7 @@ def lift_bottleneck(num_classes: int, num_blocks: int) -> int:
 @PEFT.register("adaptformer", config=AdaptFormerConfig)
 def attach(visual: nn.Module, cfg: AdaptFormerConfig) -> nn.ModuleList:
     """Adds an AdaptFormer to every block; returns the adapters (all trainable parameters)."""
-    if cfg.dim < 1:
-        raise ValueError(
-            f"strategy.adaptformer.dim = {cfg.dim}: LIFT's rule needs the class count, so build the "
-            "encoder with build_image_encoder(..., num_classes=C) or set strategy.adaptformer.dim >= 1"
-        )
+    require_size("strategy.adaptformer.dim", cfg.dim)
     adapters = nn.ModuleList()
     for index, block in enumerate(residual_blocks(visual)):
         if not isinstance(block.ls_2, nn.Identity):

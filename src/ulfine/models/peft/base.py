@@ -49,3 +49,14 @@ def match_device_dtype(module: nn.Module, reference: nn.Module) -> nn.Module:
     """Put a new module on the device and dtype of the ViT part it attaches to."""
     param = next(reference.parameters())
     return module.to(device=param.device, dtype=param.dtype)
+
+
+def require_size(key: str, value: int) -> int:
+    """A PEFT size option left at 0 (LIFT's rule) must have been resolved from the class count
+    (`ulfine.models.encoder.resolve_peft_dims`) before the module is attached."""
+    if value < 1:
+        raise ValueError(
+            f"{key} = {value}: LIFT's rule needs the class count, so build the encoder with "
+            f"build_image_encoder(..., num_classes=C) or set {key} >= 1"
+        )
+    return value

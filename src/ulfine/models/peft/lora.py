@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ulfine.config import option
-from ulfine.models.peft.base import PEFT, match_device_dtype, residual_blocks, width
+from ulfine.models.peft.base import PEFT, match_device_dtype, require_size, residual_blocks, width
 
 
 @dataclass
@@ -60,11 +60,7 @@ class LowRankQV(nn.Module):
 @PEFT.register("lora", config=LoRAConfig)
 def attach(visual: nn.Module, cfg: LoRAConfig) -> nn.ModuleList:
     """Parametrizes every block's fused qkv weight; returns the LowRankQV modules."""
-    if cfg.rank < 1:
-        raise ValueError(
-            f"strategy.lora.rank = {cfg.rank}: LIFT's rule needs the class count, so build the "
-            "encoder with build_image_encoder(..., num_classes=C) or set strategy.lora.rank >= 1"
-        )
+    require_size("strategy.lora.rank", cfg.rank)
     updates = nn.ModuleList()
     for index, block in enumerate(residual_blocks(visual)):
         if getattr(block.attn, "in_proj_weight", None) is None:
