@@ -19,7 +19,7 @@ DESCRIPTION = """\
 Fine-tune a CLIP model into a classifier for long-tailed, partly labeled images, with the
 rare (tail) classes in mind: ULFine and the LTSSL baselines (FixMatch, FixMatch+LA, ACR).
 
-first run (offline model and data in ../shared, about 10 minutes on a 2-core CPU):
+first run (offline model and data in ../shared, about 2 minutes on an idle 2-core CPU):
   ulfine train --config configs/offline/miniclip_cifar10lt.yaml
 your own images (see README, "Train on your own images"):
   ulfine data --config configs/offline/miniclip_cifar10lt.yaml data.dataset=imagefolder \\
