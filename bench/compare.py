@@ -27,7 +27,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import yaml
 
@@ -94,14 +94,15 @@ class Job:
                 *self.overrides(out, iterations, extra)]
 
 
-def choose(text: str, known: dict[str, list[str]], what: str) -> list[str]:
-    """``all`` or a comma list of names in ``known`` (kept in the table's order)."""
+def choose(text: str, known: Mapping[str, object], what: str) -> list[str]:
+    """``all`` or a comma list of names in ``known`` (kept in the table's order); every bench
+    script picks its cells and settings with it."""
     if text == "all":
         return list(known)
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise SystemExit(f"compare.py: unknown {what} {unknown}; known: {', '.join(known)}")
+        raise SystemExit(f"{Path(sys.argv[0]).name}: unknown {what} {unknown}; known: {', '.join(known)}")
     return [name for name in known if name in names]
 
 

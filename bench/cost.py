@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import CELLS, REPO, RESULTS, git_commit, now_iso, provenance, run_pending  # noqa: E402
+from compare import (  # noqa: E402
+    CELLS, REPO, RESULTS, choose, git_commit, is_finished, now_iso, pending, provenance, run_pending,
+)
 
-from ulfine.reports.runfiles import read_final_metrics, read_records  # noqa: E402
+from ulfine.reports.runfiles import read_records  # noqa: E402
 
 logger = logging.getLogger("bench.cost")
 
@@ -256,23 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out.resolve()
-    names = list(CELL_SPECS) if args.cells == "all" else [c.strip() for c in args.cells.split(",") if c.strip()]
-    unknown = [name for name in names if name not in CELL_SPECS]
-    if unknown:
-        raise SystemExit(f"cost.py: unknown cells {unknown}; known: {', '.join(CELL_SPECS)}")
-    jobs = [CostJob(cell, args.seed) for cell in names]
+    jobs = [CostJob(cell, args.seed) for cell in choose(args.cells, CELL_SPECS, "cells")]
 
     def command_of(job: CostJob) -> list[str]:
         iterations = args.scratch_iterations if CELL_SPECS[job.cell].scratch else args.iterations
         return job.command(out, iterations, args.evals, args.extra)
 
-    todo = [] if args.report_only else [job for job in jobs if read_final_metrics(job.run_dir(out)) is None]
+    todo = [] if args.report_only else pending(jobs, out)
     if args.dry_run:
         for job in todo:
             print(shlex.join(command_of(job)))
         return 0
     failed, interrupted = run_pending(todo, out, command_of)
-    finished = [job for job in jobs if read_final_metrics(job.run_dir(out)) is not None]
+    finished = [job for job in jobs if is_finished(job, out)]
     curves = {job.cell: curve(read_records(job.run_dir(out))) for job in finished}
     summary = summarise(curves)
     tag = args.tag or out.name

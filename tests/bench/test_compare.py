@@ -1,25 +1,19 @@
 """bench/compare.py: cell plan, skip-finished logic, override order and the table, without training."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench.scripts import load_script
 from ulfine.config import load_config
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "compare.py"
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("bench_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare")
 
 
 def _finish(run_dir: Path, top1: float) -> None:

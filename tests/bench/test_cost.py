@@ -1,24 +1,17 @@
 """bench/cost.py: cell commands and the cost ratios from learning curves, without training."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench.scripts import load_script
 from ulfine.config import load_config
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "cost.py"
 
 
 @pytest.fixture(scope="module")
 def cost():
-    spec = importlib.util.spec_from_file_location("bench_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cost")
 
 
 def test_every_cell_command_is_a_valid_config(cost, tmp_path: Path) -> None:

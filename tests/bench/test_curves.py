@@ -1,23 +1,17 @@
 """bench/curves.py end to end on a tiny CLIP: runs a cell, skips it when finished, draws the figure."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "curves.py"
+from tests.bench.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def curves():
-    spec = importlib.util.spec_from_file_location("bench_curves", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("curves")
 
 
 @pytest.mark.slow

@@ -1,29 +1,18 @@
 """bench/ulfine_sweep.py: grid, cell names, valid configs, skip-finished and the val-ranked table, without training."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench.scripts import load_script
 from ulfine.config import load_config
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    sys.path.insert(0, str(BENCH))  # the script imports compare from its own folder
-    try:
-        spec = importlib.util.spec_from_file_location("bench_ulfine_sweep", BENCH / "ulfine_sweep.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCH))
+    return load_script("ulfine_sweep")
 
 
 def _finish(run_dir: Path, val: float, top1: float) -> None:
