@@ -79,6 +79,7 @@ def test_analyze_two_runs_writes_table_and_figures(tmp_path: Path) -> None:
     assert _table_row(text, "lft/fixmatch")[3:] == [
         "80.00", "90.00", "80.00", "70.00", "n/a", "90.62", "80.00", "0.975", "1.50"]
     assert _table_row(text, "ship")[1:] == ["2", "6 / 10", "1 / 4", "1 / 4"]
+    assert _table_row(text, "(unlabeled seen)")[2:] == ["100", "100", "100"]  # the counts' window
     for png in ("group_accuracy.png", "per_class_accuracy.png", "pseudo_labels.png", "pseudo_curves.png",
                 "method_diagnostics.png", "reliability.png"):
         assert f"]({png})" in text
@@ -124,6 +125,16 @@ def test_same_label_twice_gets_folder_names(tmp_path: Path) -> None:
     runs = [load_run(make_run(tmp_path, f"s{seed}", "lp", "acr", 50.0)) for seed in (0, 1)]
     text = write_analysis(runs, tmp_path / "out").read_text()
     assert _table_row(text, "lp/acr [s0]") and _table_row(text, "lp/acr [s1]")
+
+
+def test_same_label_in_two_bench_cells_gets_the_cell_name(tmp_path: Path) -> None:
+    """bench/compare.py's layout <cell>/s<seed>: two variants of one method share the seed folder
+    name, so the label takes as much of the path as tells them apart."""
+    runs = [load_run(make_run(tmp_path / cell, "s0", "lp", "acr", 50.0)) for cell in ("lp-acr", "lp-acr-tau1")]
+    runs.append(load_run(make_run(tmp_path / "lp-acr", "s1", "lp", "acr", 51.0)))
+    text = write_analysis(runs, tmp_path / "out").read_text()
+    for label in ("lp/acr [lp-acr/s0]", "lp/acr [lp-acr-tau1/s0]", "lp/acr [lp-acr/s1]"):
+        assert _table_row(text, label), label
 
 
 def test_unfinished_run_folder_is_named(tmp_path: Path) -> None:

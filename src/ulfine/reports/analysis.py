@@ -92,11 +92,20 @@ def run_label(run: RunRecord) -> str:
 
 
 def make_labels_unique(runs: Sequence[RunRecord]) -> None:
-    """Runs sharing a label (e.g. two seeds) get their folder name appended."""
-    labels = [run.label for run in runs]
+    """Runs sharing a label (two seeds, or two variants of a method) get the shortest tail of
+    their path that tells them apart appended: ``[s1]``, or ``[lp-acr-tau1/s0]`` for bench cells."""
+    groups: dict[str, list[RunRecord]] = {}
     for run in runs:
-        if labels.count(run.label) > 1:
-            run.label = f"{run.label} [{run.path.name}]"
+        groups.setdefault(run.label, []).append(run)
+    for label, group in groups.items():
+        if len(group) < 2:
+            continue
+        parts = [run.path.absolute().parts for run in group]
+        depth = 1
+        while depth < max(map(len, parts)) and len({p[-depth:] for p in parts}) < len(group):
+            depth += 1
+        for run, p in zip(group, parts):
+            run.label = f"{label} [{'/'.join(p[-depth:])}]"
 
 
 # --------------------------------------------------------------------------- table
@@ -151,6 +160,8 @@ def pseudo_label_table(runs: Sequence[RunRecord]) -> str:
             wrong, passed = run.pseudo.get("passed_wrong"), run.pseudo.get("passed")
             cells.append(MISSING if wrong is None or passed is None else f"{wrong[k]} / {passed[k]}")
         rows.append(cells)
+    # counts cover each run's last evaluation window, which differs with train.eval_every
+    rows.append(["(unlabeled seen)", "", *(format_value(run.pseudo.get("seen")) for run in runs)])
     return markdown_table(["class", "labeled", *(f"{run.label}: wrong / passed" for run in runs)], rows)
 
 
