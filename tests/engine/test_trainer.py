@@ -160,6 +160,17 @@ def test_acr_records_its_tau_history(tiny_clip_dir: Path, tiny_folder: Path, tmp
     assert any("tau_history" in r.get("method", {}) for r in records)
 
 
+def test_a_loss_nothing_trainable_reaches_is_a_config_error(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """ULFine text-only on a frozen encoder with C_t moved by PAF alone trains nothing: say so
+    at the first step instead of autograd's 'element 0 of tensors does not require grad'."""
+    cfg = tiny_config(tiny_clip_dir, tiny_folder, tmp_path / "runs", "output.name=t", "strategy.name=lp",
+                      "method.name=ulfine", "method.ulfine.fusion=text", "method.ulfine.train_text_prototypes=false")
+    with pytest.raises(ConfigError, match=r"nothing trainable reaches the loss .*strategy.name=lp.*method.name=ulfine"):
+        Trainer(cfg).fit()
+
+
 def test_without_a_validation_split_the_final_weights_are_the_result(
     tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:

@@ -237,6 +237,8 @@ class Trainer:
                     out: StepOutput = self.model(batch["labeled"], batch["targets"], batch["weak"], batch["strong"])
                 terms += [(name, value.detach()) for name, value in out.losses.items()]
                 loss = sum(out.losses.values()) / cfg.optim.grad_accum
+                if not loss.requires_grad:
+                    raise ConfigError(self._nothing_trainable(out.losses))
                 self.scaler.scale(loss).backward()
             views = sum(len(batch[k]) for k in ("labeled", "weak", "strong") if batch[k] is not None)
             self.state.train_flops += self.dist.world_size * self.flops_per_image.step(
@@ -260,6 +262,16 @@ class Trainer:
                 with torch.no_grad():
                     for average, current in zip(self.ema.module.encoder.buffers(), self.learner.encoder.buffers()):
                         average.copy_(current)
+
+    def _nothing_trainable(self, losses: dict[str, Tensor]) -> str:
+        """What to tell a user whose configuration leaves no trainable weight in the loss (e.g.
+        ULFine's text-only fusion, C_t moved by PAF alone, on the frozen encoder of LP)."""
+        cfg = self.cfg
+        return (f"nothing trainable reaches the loss (terms: {', '.join(losses)}) with "
+                f"strategy.name={cfg.strategy.name} and method.name={cfg.method.name}: "
+                + ("the encoder is frozen under 'lp' and " if cfg.strategy.name == "lp" else "")
+                + "the method's options leave no trained weight in its loss; train the encoder "
+                "(strategy.name=lft or fft) or a head")
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
         """Train (or resume) to ``optim.iterations``, then evaluate; returns metrics.json's content.
