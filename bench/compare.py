@@ -205,7 +205,9 @@ def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: l
         f"- date: {now_iso()}",
         f"- machine: {os.cpu_count()} CPUs",
         "- cells: mean ± sample std over finished seeds (the mean alone for one seed);"
-        " accuracies in %, train time in minutes", "",
+        " accuracies and ECE (test set) in %, train time in minutes; the pseudo-label columns (mask"
+        " rate, pseudo-label accuracy, false pseudo-labels per unlabeled weak view seen, in %) cover"
+        " each run's last evaluation window", "",
     ]
     if failed:
         lines += [f"- failed this time: {', '.join(f'{j.setting}/{j.cell}/s{j.seed}' for j in failed)}", ""]

@@ -68,7 +68,7 @@ def test_table_only_aggregates_finished_seeds(compare, tmp_path: Path, monkeypat
             "--tag", "t"]
     assert compare.main(args) == 0
     text = (tmp_path / "results" / "compare-t.md").read_text()
-    assert "| fft-acr | 2 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | 2.00 ± 0.00 |" in text
+    assert "| fft-acr | 2 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | n/a | n/a | n/a | n/a | 2.00 ± 0.00 |" in text
     assert "| ulfine | 0 | n/a |" in text
     assert "--table-only" in text and "- commit: `" in text and "CPUs" in text
 

@@ -149,13 +149,21 @@ def test_mean_std_is_sample_std() -> None:
 
 
 def test_comparison_table_mean_std_over_seeds() -> None:
-    seeds = [{"top1": 70.0, "head": 90.0, "medium": 70.0, "tail": 50.0, "train_seconds": 60.0},
-             {"top1": 74.0, "head": 92.0, "medium": 70.0, "tail": 56.0, "train_seconds": 180.0}]
-    table = comparison_table({"lp-fixmatch": seeds, "lft-acr": seeds[:1], "fft-acr": []})
+    pseudo = {"seen": 200, "mask_rate": 10.0, "pseudo_accuracy": 80.0, "passed_wrong": [1, 3, 0]}
+    seeds = [{"top1": 70.0, "head": 90.0, "medium": 70.0, "tail": 50.0, "ece": 10.0, "train_seconds": 60.0,
+              "pseudo_labels": pseudo},
+             {"top1": 74.0, "head": 92.0, "medium": 70.0, "tail": 56.0, "ece": 20.0, "train_seconds": 180.0,
+              "pseudo_labels": {**pseudo, "mask_rate": 20.0, "passed_wrong": [8, 0, 0]}}]
+    table = comparison_table({"lp-fixmatch": seeds, "lft-acr": seeds[:1], "fft-acr": [],
+                              "zeroshot": [{"top1": 30.0, "pseudo_labels": {}}]})
     assert _table_row(table, "lp-fixmatch")[1:] == [
-        "2", "72.00 ± 2.83", "91.00 ± 1.41", "70.00 ± 0.00", "53.00 ± 4.24", "2.00 ± 1.41"]
-    assert _table_row(table, "lft-acr")[1:] == ["1", "70.00", "90.00", "70.00", "50.00", "1.00"]
-    assert _table_row(table, "fft-acr")[1:] == ["0"] + ["n/a"] * 5
+        "2", "72.00 ± 2.83", "91.00 ± 1.41", "70.00 ± 0.00", "53.00 ± 4.24", "15.00 ± 7.07",
+        "15.00 ± 7.07", "80.00 ± 0.00", "3.00 ± 1.41", "2.00 ± 1.41"]
+    assert _table_row(table, "lft-acr")[1:] == [
+        "1", "70.00", "90.00", "70.00", "50.00", "10.00", "10.00", "80.00", "2.00", "1.00"]
+    assert _table_row(table, "fft-acr")[1:] == ["0"] + ["n/a"] * 9
+    # a run that made no pseudo-labels (zero-shot) has none to report, not zero
+    assert _table_row(table, "zeroshot")[1:] == ["1", "30.00"] + ["n/a"] * 8
 
 
 def test_method_diagnostics_come_from_metrics_json(tmp_path: Path) -> None:

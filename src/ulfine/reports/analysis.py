@@ -337,9 +337,27 @@ def write_analysis(runs: Sequence[RunRecord], out: str | Path) -> Path:
 
 
 # -------------------------------------------------------------- comparison table
+def _wrong_pseudo_per_image(metrics: dict[str, Any]) -> float | None:
+    """False pseudo-labels per unlabeled weak view seen (%): what the mask rate and the
+    pseudo-label accuracy together cost, comparable between methods that pass few or many."""
+    pseudo = metrics.get("pseudo_labels") or {}
+    if not pseudo.get("seen"):
+        return None
+    return 100.0 * sum(pseudo["passed_wrong"]) / pseudo["seen"]
+
+
+def _pseudo(key: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda m: (m.get("pseudo_labels") or {}).get(key)
+
+
+# the table's columns; the pseudo-label ones cover each run's last evaluation window
 COMPARE_METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "top1": lambda m: m.get("top1"),
     **{name: (lambda m, name=name: m.get(name)) for name in GROUP_NAMES},
+    "ECE": lambda m: m.get("ece"),
+    "mask %": _pseudo("mask_rate"),
+    "pseudo acc %": _pseudo("pseudo_accuracy"),
+    "wrong pseudo %": _wrong_pseudo_per_image,
     "train min": lambda m: None if m.get("train_seconds") is None else m["train_seconds"] / 60.0,
 }
 
