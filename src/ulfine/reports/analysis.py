@@ -37,6 +37,12 @@ logger = logging.getLogger(__name__)
 MISSING = "n/a"
 
 
+def pseudo_stats(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A run's pseudo-label diagnostics; {} when none were made (zero-shot, supervised: seen = 0)."""
+    pseudo = metrics.get("pseudo_labels") or {}
+    return pseudo if pseudo.get("seen") else {}
+
+
 @dataclass
 class RunRecord:
     """One run folder as read from disk; ``label`` names it in tables and legends."""
@@ -52,9 +58,7 @@ class RunRecord:
 
     @property
     def pseudo(self) -> dict[str, Any]:
-        """Pseudo-label diagnostics; {} when none were made (zero-shot, supervised: seen = 0)."""
-        pseudo = self.metrics.get("pseudo_labels") or {}
-        return pseudo if pseudo.get("seen") else {}
+        return pseudo_stats(self.metrics)
 
     @property
     def calibration(self) -> dict[str, Any]:
@@ -340,14 +344,12 @@ def write_analysis(runs: Sequence[RunRecord], out: str | Path) -> Path:
 def _wrong_pseudo_per_image(metrics: dict[str, Any]) -> float | None:
     """False pseudo-labels per unlabeled weak view seen (%): what the mask rate and the
     pseudo-label accuracy together cost, comparable between methods that pass few or many."""
-    pseudo = metrics.get("pseudo_labels") or {}
-    if not pseudo.get("seen"):
-        return None
-    return 100.0 * sum(pseudo["passed_wrong"]) / pseudo["seen"]
+    pseudo = pseudo_stats(metrics)
+    return 100.0 * sum(pseudo["passed_wrong"]) / pseudo["seen"] if pseudo else None
 
 
 def _pseudo(key: str) -> Callable[[dict[str, Any]], float | None]:
-    return lambda m: (m.get("pseudo_labels") or {}).get(key)
+    return lambda m: pseudo_stats(m).get(key)
 
 
 # the table's columns; the pseudo-label ones cover each run's last evaluation window
