@@ -156,13 +156,17 @@ def collect(out: Path, settings: list[str], cells: list[str], seeds: list[int]) 
     return results
 
 
-def git_commit() -> str:
-    """HEAD's hash, with '-dirty' when tracked files differ from it."""
+def git_commit(repo: Path = REPO) -> str:
+    """HEAD's hash, with '-dirty' when tracked files other than the results differ from it.
+
+    bench/results/ is left out: the benchmarks write their tables there while they run, and
+    that alone would mark every later cell of the same run as trained on a modified tree.
+    """
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
         return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError) as err:
         return f"unknown ({err})"

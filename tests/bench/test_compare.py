@@ -119,3 +119,28 @@ def test_cells_are_rows_of_the_data_file(compare, tmp_path: Path) -> None:
     extended = tmp_path / "more.yaml"
     extended.write_text("settings: {consistent: []}\ncells: {lp-new: [strategy.name=lp, method.name=acr]}\n")
     assert compare.load_table(extended) == ({"consistent": []}, {"lp-new": ["strategy.name=lp", "method.name=acr"]})
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_the_benchmarks_own_results(compare, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "bench" / "results").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "table.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    clean = compare.git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("-dirty")
+    (tmp_path / "bench" / "results" / "table.md").write_text("rewritten by a running benchmark\n")
+    assert compare.git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert compare.git_commit(tmp_path) == clean + "-dirty"
