@@ -105,7 +105,8 @@ class ULFineConfig:
     fusion_scale) were chosen on the validation split (class-mean accuracy, 3 seeds, LP on cached
     MiniCLIP features, 2500 iterations, CIFAR-10-LT consistent; bench/results/ulfine-sweep-lp-it2500*.md):
     val 54.9 against 46.7-52.4 for each single change back and 26.7 for the spec's first reading
-    (`SPEC_LITERAL`, configs/offline/ulfine_spec_literal.yaml), which stays reachable.
+    (`SPEC_LITERAL`, configs/offline/ulfine_spec_literal.yaml), which stays reachable. The text
+    weight w = 1 too (ulfine-sweep-lp-it2500-text-weight.md, 10 seeds: w = 2 / 4 score -1.4 / -4.5 val).
     """
 
     uses_head: ClassVar[bool] = False
