@@ -40,7 +40,8 @@ logger = logging.getLogger("bench.compare")
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO / "configs" / "offline" / "miniclip_cifar10lt_bench.yaml"
-RESULTS = REPO / "bench" / "results"
+RESULTS_IN_REPO = "bench/results"
+RESULTS = REPO / RESULTS_IN_REPO
 
 # every cell: resume an interrupted run; no TensorBoard files for a table
 SHARED_OVERRIDES = ["output.resume=true", "output.tensorboard=false"]
@@ -166,7 +167,7 @@ def git_commit(repo: Path = REPO) -> str:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
 
     try:
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_IN_REPO}")
         return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError) as err:
         return f"unknown ({err})"

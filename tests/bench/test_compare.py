@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -122,9 +124,6 @@ def test_cells_are_rows_of_the_data_file(compare, tmp_path: Path) -> None:
 
 
 def test_commit_is_dirty_for_code_changes_but_not_for_the_benchmarks_own_results(compare, tmp_path: Path) -> None:
-    import shutil
-    import subprocess
-
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
 
