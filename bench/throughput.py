@@ -21,7 +21,8 @@ images per step. Variants:
 - ours-bf16-compile (``--compile``): ours-bf16 with `torch.compile` on the encoder.
 
 ours-fp32 / reference-fp32 isolates the algorithmic gain; ours-bf16 / reference-fp32 is what a
-user of the trainer's default precision sees over a fp32 LIFT-style loop. The FLOPs of each
+user of bf16 (what ``train.precision=auto`` takes where it runs natively) sees over a fp32
+LIFT-style loop; on a CPU without native bf16 compare the fp32 variants only. The FLOPs of each
 variant's step are counted once (`FlopCounterMode`) and reported as GFLOP/s next to a matmul
 measured in the same process (before and after the steps; the fraction uses the better of the
 two). Writes bench/results/throughput-<date>.json.
@@ -48,19 +49,18 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ulfine.config import MethodConfig, ModelConfig, StrategyConfig
-from ulfine.engine.amp import autocast
+from ulfine.engine.amp import autocast, native_bf16
 from ulfine.engine.learner import Learner
 from ulfine.methods.base import MethodContext, build_method
 from ulfine.models.encoder import build_image_encoder
 from ulfine.models.foundation import load_foundation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import REPO, RESULTS  # noqa: E402
 from reference_step import reference_step  # noqa: E402
 
 logger = logging.getLogger("bench.throughput")
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 NUM_CLASSES = 10
 CPU = torch.device("cpu")
 
@@ -132,11 +132,12 @@ def own_keep_fraction(learner: Learner, weak: torch.Tensor) -> float:
     return 1.0 if mask is None else mask.float().mean().item()
 
 
-def variants(learner: Learner, batch: tuple, compile_encoder: bool, fractions: list[float]) -> dict[str, Step]:
+def variants(learner: Learner, batch: tuple, compile_encoder: bool, fractions: list[float],
+             precisions: list[str]) -> dict[str, Step]:
     reference = lambda *b: reference_step(learner, *b)  # noqa: E731
     dense = Learner(learner.encoder, learner.method, sparse_strong=False)
     steps = {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         steps[f"reference-{precision}"] = make_step(learner, reference, batch, precision)
         steps[f"ours-{precision}"] = make_step(learner, learner, batch, precision)
         for fraction in fractions:
@@ -144,7 +145,7 @@ def variants(learner: Learner, batch: tuple, compile_encoder: bool, fractions: l
                 learner, forced_keep(learner, fraction), batch, precision
             )
         steps[f"ours-{precision}-dense"] = make_step(dense, dense, batch, precision)
-    if compile_encoder:
+    if compile_encoder and "bf16" in precisions:
         compiled = Learner(torch.compile(learner.encoder), learner.method)
         steps["ours-bf16-compile"] = make_step(compiled, compiled, batch, "bf16")
     return steps
@@ -155,10 +156,10 @@ def bench_strategy(args: argparse.Namespace, strategy: str) -> dict:
     size = learner.encoder.visual.image_size[0]
     batch = make_batch(args.batch, args.uratio, size)
     own = own_keep_fraction(learner, batch[2])
-    steps = variants(learner, batch, args.compile, args.keep_fractions)
+    steps = variants(learner, batch, args.compile, args.keep_fractions, args.precisions)
     keep = {name: 1.0 for name in steps if "reference" in name or "dense" in name}
     keep.update({name: own for name in steps if name.startswith("ours") and name not in keep})
-    keep.update({f"ours-{p}-keep{round(100 * f)}": f for p in ("fp32", "bf16") for f in args.keep_fractions})
+    keep.update({f"ours-{p}-keep{round(100 * f)}": f for p in args.precisions for f in args.keep_fractions})
     flops = {}
     for name, step in steps.items():  # warm-up (and compilation) doubles as the FLOP count
         step()
@@ -198,7 +199,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-fractions", nargs="*", type=float, default=[0.25, 0.5],
                         help="also time ours with the strong mask forced to keep these fractions")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default bench/results/...)")
-    return parser.parse_args(argv)
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
+                        help="default fp32, plus bf16 where this CPU runs it natively (emulated bf16 "
+                             "is ~85x slower and would take hours)")
+    args = parser.parse_args(argv)
+    if args.precisions is None:
+        args.precisions = ["fp32", "bf16"] if native_bf16(CPU) else ["fp32"]
+    return args
 
 
 def print_table(results: dict) -> None:
@@ -216,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peak = {p: matmul_gflops(dtypes[p]) for p in args.precisions}
     results = {strategy: bench_strategy(args, strategy) for strategy in args.strategies}
-    peak_after = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    peak_after = {p: matmul_gflops(dtypes[p]) for p in args.precisions}
     # the better of the two matmul measurements: other load on the machine only lowers it
     best = {dtype: max(peak[dtype], peak_after[dtype]) for dtype in peak}
     for entry in results.values():

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ulfine.config import ConfigError, ModelConfig, RunConfig, load_config, run_config, to_dict
 from ulfine.data import build_splits
 from ulfine.data.sources import BadImageError, FileSource, as_rgb, open_image
-from ulfine.engine.amp import autocast, resolve_device
+from ulfine.engine.amp import autocast, native_bf16, resolve_device, resolve_precision
 from ulfine.engine.checkpoint import load_checkpoint
 from ulfine.engine.learner import Learner, build_learner
 from ulfine.errors import MissingFileError, RunFolderError
@@ -202,11 +202,12 @@ def load_learner(foundation: Foundation, state: TunedState) -> Learner:
 
 
 def _inference_precision(precision: str, device: torch.device) -> str:
-    """fp16 autocast does not run on CPU; a GPU-trained fp16 run predicts there in fp32."""
-    if precision == "fp16" and device.type == "cpu":
-        logger.info("fp16 run evaluated on CPU: predicting in fp32")
+    """fp16 autocast does not run on CPU, and bf16 crawls on a CPU without native bf16: a run
+    trained in either predicts there in fp32."""
+    if device.type == "cpu" and (precision == "fp16" or (precision == "bf16" and not native_bf16(device))):
+        logger.info("%s run evaluated on a CPU without native %s: predicting in fp32", precision, precision)
         return "fp32"
-    return precision
+    return resolve_precision(precision, device)
 
 
 def load_run(

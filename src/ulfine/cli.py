@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="template for --templates single (default: 'a photo of a {}.')")
     p.add_argument("--batch-size", type=int, default=None, help="default 256")
     p.add_argument("--workers", type=int, default=None, help="default 2")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"], help="default fp32")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"], help="default fp32")
     p.add_argument("--device", default=None, help="default auto")
     p.add_argument("--json", default=None, help="write top1 and per_class (percent) here")
 

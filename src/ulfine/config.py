@@ -215,7 +215,9 @@ class OptimConfig:
 class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # auto: bf16 where the device runs it natively (GPU, AVX-512/AMX CPU), else fp32; a run folder
+    # records what auto chose
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     eval_every: int = option(500, range=">= 1")
     log_every: int = option(50, range=">= 1")
     checkpoint_every: int = option(500, range=">= 1")

@@ -196,9 +196,9 @@ def test_vpt_deepcopy_rebinds_hooks_to_the_copy(tiny_clip, images):
     with torch.no_grad():
         torch.testing.assert_close(twin(images), visual(images))
         before = visual(images)
-        for layer in twin.transformer.vpt:
-            layer.prompts.add_(1.0)
-        assert not torch.allclose(twin(images), before)
+        for layer in twin.transformer.vpt:  # not a constant shift: the blocks' LayerNorm would remove it
+            layer.prompts.add_(torch.randn_like(layer.prompts))
+        assert not torch.allclose(twin(images), before, atol=1e-3)
         assert torch.equal(visual(images), before)
 
 

@@ -20,6 +20,7 @@ dataset's native resolution and statistics, linear heads initialised at random.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import logging.handlers
@@ -40,7 +41,7 @@ from ulfine.data.build import count_table
 from ulfine.data.transforms import native_preprocess_cfg
 from ulfine.engine import checkpoint as ckpt
 from ulfine.engine import resume, runlock
-from ulfine.engine.amp import autocast, resolve_device
+from ulfine.engine.amp import autocast, resolve_device, resolve_precision
 from ulfine.engine.cost import FlopsPerImage, measure_flops_per_image
 from ulfine.engine.distributed import DistInfo, barrier, init_distributed
 from ulfine.engine.evaluate import eval_loader, predict_logits
@@ -96,6 +97,9 @@ class Trainer:
         self.dist: DistInfo = init_distributed(self.device)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        # the run folder records what precision=auto chose here (and a resume must match it)
+        precision = resolve_precision(cfg.train.precision, self.device)
+        self.cfg = cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
         self.run_dir = cfg.run_dir()
         self.folder = RunFolder(self.run_dir)
         self.state = TrainState()
