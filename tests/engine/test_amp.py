@@ -53,3 +53,15 @@ def test_the_run_folder_records_what_auto_chose(monkeypatch: pytest.MonkeyPatch,
     trainer.fit()
     saved = load_config(trainer.folder.config, [])
     assert saved.train.precision == "fp32"
+
+
+def test_a_bf16_run_predicts_in_fp32_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ulfine import api
+    for module in (api, amp):
+        monkeypatch.setattr(module, "native_bf16", lambda device: False)
+    assert api._inference_precision("bf16", CPU) == "fp32"
+    assert api._inference_precision("fp16", CPU) == "fp32"
+    assert api._inference_precision("auto", CPU) == "fp32"
+    for module in (api, amp):
+        monkeypatch.setattr(module, "native_bf16", lambda device: True)
+    assert api._inference_precision("bf16", CPU) == "bf16"

@@ -36,7 +36,10 @@ def native_bf16(device: torch.device) -> bool:
     kernels (AVX-512 / AMX). Elsewhere (e.g. an AVX2-only CPU) bf16 matmuls are emulated and run
     50-100x slower than fp32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no emulation flag and reports native support only
+            return torch.cuda.is_bf16_supported()
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
