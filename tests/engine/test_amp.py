@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ulfine import api
 from ulfine.config import load_config
 from ulfine.engine import amp
 from ulfine.engine.trainer import Trainer
@@ -56,7 +57,6 @@ def test_the_run_folder_records_what_auto_chose(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_a_bf16_run_predicts_in_fp32_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ulfine import api
     for module in (api, amp):
         monkeypatch.setattr(module, "native_bf16", lambda device: False)
     assert api._inference_precision("bf16", CPU) == "fp32"
