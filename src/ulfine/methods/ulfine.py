@@ -128,7 +128,8 @@ class ULFineConfig:
     # s_l: "linear" W z + b with W = C_t (the spec's first reading, logits ~ +-1) or "cosine"
     # lp_scale * z . normalize(W)^T with W = C_t at step 0 (spec section 3, revised)
     lp_head: Literal["linear", "cosine"] = "cosine"
-    lp_scale: float = option(25.0, range="> 0")  # s_c of the cosine LP head (like head.scale; LIFT uses 25)
+    # s_c of the cosine LP head: LIFT's 25; validation prefers it to 1/0.07 here (ulfine-sweep-lp-it2500-lp-scale.md)
+    lp_scale: float = option(25.0, range="> 0")
     # PAF geometry: "literal" mixes c^t and c^v directly; "centred" mixes them relative to the mean
     # text / visual prototype, so CLIP's modality gap gives no class-wide bonus (spec section 3)
     paf_mode: Literal["literal", "centred"] = "centred"
