@@ -32,7 +32,7 @@ from typing import Any, Callable
 import compare
 from compare import BASE_CONFIG, REPO, RESULTS, Job, choose, git_commit, now_iso, plan, provenance, run_pending
 
-from ulfine.reports.analysis import COMPARE_METRICS, format_mean_std, markdown_table
+from ulfine.reports.analysis import COMPARE_METRICS, format_mean_std, markdown_table, val_class_mean
 
 logger = logging.getLogger("bench.ulfine_sweep")
 
@@ -49,7 +49,7 @@ DEFAULT_GRID: dict[str, list[str]] = {
 
 # table columns after the options: validation first (it ranks), then the test numbers
 SWEEP_METRICS: dict[str, Callable[[dict[str, Any]], float | None]] = {
-    "val class-mean": lambda m: (m.get("val") or {}).get("class_mean"),
+    "val class-mean": val_class_mean,
     "test top1": COMPARE_METRICS["top1"],
     "test tail": COMPARE_METRICS["tail"],
     "train min": COMPARE_METRICS["train min"],

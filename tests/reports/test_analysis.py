@@ -166,6 +166,16 @@ def test_comparison_table_mean_std_over_seeds() -> None:
     assert _table_row(table, "zeroshot")[1:] == ["1", "30.00"] + ["n/a"] * 8
 
 
+def test_comparison_table_shows_validation_only_when_held_out() -> None:
+    """Runs with a validation split get a val column first (what settings are chosen on)."""
+    seeds = [{"top1": 40.0, "val": {"class_mean": 50.0}}, {"top1": 42.0, "val": {"class_mean": 54.0}}]
+    table = comparison_table({"lp-fixmatch-la": seeds, "zeroshot": [{"top1": 30.0}]})
+    assert table.splitlines()[0].startswith("| cell | seeds | val class-mean | top1 |")
+    assert _table_row(table, "lp-fixmatch-la")[1:4] == ["2", "52.00 ± 2.83", "41.00 ± 1.41"]
+    assert _table_row(table, "zeroshot")[1:4] == ["1", "n/a", "30.00"]
+    assert "val class-mean" not in comparison_table({"zeroshot": [{"top1": 30.0}]})
+
+
 def test_method_diagnostics_come_from_metrics_json(tmp_path: Path) -> None:
     """The figure and the scalar table show what each run's metrics.json lists, with its labels;
     a method the analysis never heard of is drawn the same way."""

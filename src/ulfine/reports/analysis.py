@@ -379,13 +379,22 @@ def format_mean_std(values: Sequence[float]) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def val_class_mean(metrics: dict[str, Any]) -> float | None:
+    """Class-mean accuracy on the validation split (``data.val_per_class``), None without one."""
+    return (metrics.get("val") or {}).get("class_mean")
+
+
 def comparison_table(results: dict[str, Sequence[dict[str, Any]]]) -> str:
     """Rows = cells in the given order, each with its finished seeds' metrics.json contents;
-    columns = number of seeds, then mean ± std of each COMPARE_METRICS entry."""
+    columns = number of seeds, then mean ± std of each COMPARE_METRICS entry, preceded by the
+    validation class-mean when any run held out a validation split (what a setting is chosen on)."""
+    columns = dict(COMPARE_METRICS)
+    if any(val_class_mean(m) is not None for metrics in results.values() for m in metrics):
+        columns = {"val class-mean": val_class_mean, **columns}
     rows = []
     for cell, metrics in results.items():
         row = [cell, str(len(metrics))]
-        for value_of in COMPARE_METRICS.values():
+        for value_of in columns.values():
             row.append(format_mean_std([v for v in map(value_of, metrics) if v is not None]))
         rows.append(row)
-    return markdown_table(["cell", "seeds", *COMPARE_METRICS], rows)
+    return markdown_table(["cell", "seeds", *columns], rows)
