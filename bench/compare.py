@@ -242,6 +242,17 @@ def run_pending(todo: list[Job], out: Path, command_of: Callable[[Job], list[str
     return failed, False
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, out: Path | None, out_help: str, tag_help: str,
+                      rebuild: tuple[str, str]) -> None:
+    """--set, --out, --tag, --dry-run and the rebuild-from-finished-runs flag: the same in every bench script."""
+    parser.add_argument("--set", dest="extra", action="append", default=[],
+                        help="extra key=value override for every run (repeatable)")
+    parser.add_argument("--out", type=Path, default=out, help=out_help)
+    parser.add_argument("--tag", default=None, help=tag_help)
+    parser.add_argument("--dry-run", action="store_true", help="print the pending commands, run nothing")
+    parser.add_argument(rebuild[0], action="store_true", help=rebuild[1])
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", default="consistent,uniform,reversed", help=f"all or of {list(SETTINGS)}")
@@ -249,12 +260,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cells", default="all", help=f"all or of {list(CELLS)}")
     parser.add_argument("--iterations", type=int, default=None, help="override optim.iterations (not zeroshot)")
     parser.add_argument("--config", type=Path, default=BASE_CONFIG, help="base run config")
-    parser.add_argument("--set", dest="extra", action="append", default=[],
-                        help="extra key=value override for every cell (repeatable)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "_work" / "compare", help="run folders")
-    parser.add_argument("--tag", default=None, help="results file compare-<tag>.md (default: --out's name)")
-    parser.add_argument("--dry-run", action="store_true", help="print the pending commands, run nothing")
-    parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished cells")
+    add_run_arguments(parser, REPO / "bench" / "_work" / "compare", "run folders",
+                      "results file compare-<tag>.md (default: --out's name)",
+                      ("--table-only", "rebuild the table from finished cells"))
     return parser.parse_args(argv)
 
 

@@ -36,7 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (  # noqa: E402
-    CELLS, REPO, RESULTS, choose, git_commit, is_finished, now_iso, pending, provenance, run_pending,
+    CELLS, REPO, RESULTS, add_run_arguments, choose, git_commit, is_finished, now_iso, pending, provenance,
+    run_pending,
 )
 
 from ulfine.reports.runfiles import read_records  # noqa: E402
@@ -244,12 +245,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=None, help="optim.iterations of the MiniCLIP cells")
     parser.add_argument("--scratch-iterations", type=int, default=None, help="optim.iterations of the scratch cells")
     parser.add_argument("--evals", type=int, default=10, help="evaluations per run (sets train.eval_every)")
-    parser.add_argument("--set", dest="extra", action="append", default=[],
-                        help="extra key=value override for every cell (repeatable)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "_work" / "cost", help="run folders")
-    parser.add_argument("--tag", default=None, help="results files cost-<tag>.* (default: --out's name)")
-    parser.add_argument("--dry-run", action="store_true", help="print the pending commands, run nothing")
-    parser.add_argument("--report-only", action="store_true", help="rebuild figure and report from finished cells")
+    add_run_arguments(parser, REPO / "bench" / "_work" / "cost", "run folders",
+                      "results files cost-<tag>.* (default: --out's name)",
+                      ("--report-only", "rebuild figure and report from finished cells"))
     return parser.parse_args(argv)
 
 

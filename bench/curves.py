@@ -121,12 +121,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, required=True, help="optim.iterations of every cell")
     parser.add_argument("--eval-every", type=int, required=True, help="train.eval_every (and checkpoint_every)")
     parser.add_argument("--config", type=Path, default=compare.BASE_CONFIG, help="base run config")
-    parser.add_argument("--set", dest="extra", action="append", default=[],
-                        help="extra key=value override for every cell (repeatable)")
-    parser.add_argument("--out", type=Path, default=compare.REPO / "bench" / "_work" / "curves", help="run folders")
-    parser.add_argument("--tag", default=None, help="results files curves-<tag>.* (default: it<iterations>)")
-    parser.add_argument("--dry-run", action="store_true", help="print the pending commands, run nothing")
-    parser.add_argument("--plot-only", action="store_true", help="redraw from the finished cells")
+    compare.add_run_arguments(parser, compare.REPO / "bench" / "_work" / "curves", "run folders",
+                              "results files curves-<tag>.* (default: it<iterations>)",
+                              ("--plot-only", "redraw from the finished cells"))
     return parser.parse_args(argv)
 
 

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import compare
-from compare import BASE_CONFIG, REPO, RESULTS, Job, choose, git_commit, now_iso, plan, provenance, run_pending
+from compare import (
+    BASE_CONFIG, REPO, RESULTS, Job, add_run_arguments, choose, git_commit, now_iso, plan, provenance, run_pending,
+)
 
 from ulfine.reports.analysis import COMPARE_METRICS, format_mean_std, markdown_table, val_class_mean
 
@@ -141,14 +143,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--val-per-class", type=int, default=10, help="data.val_per_class (> 0)")
     parser.add_argument("--settings", default="consistent", help=f"all or of {list(compare.SETTINGS)}")
     parser.add_argument("--config", type=Path, default=BASE_CONFIG, help="base run config")
-    parser.add_argument("--set", dest="extra", action="append", default=[],
-                        help="extra key=value override for every point (repeatable)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="run folders, one per schedule and --set list: a finished point is skipped by name "
-                             "(default bench/_work/ulfine-sweep-<strategy>-it<iterations>)")
-    parser.add_argument("--tag", default=None, help="results file ulfine-sweep-<tag>.md (default: --out's name)")
-    parser.add_argument("--dry-run", action="store_true", help="print the pending commands, run nothing")
-    parser.add_argument("--table-only", action="store_true", help="rebuild the table from finished points")
+    add_run_arguments(parser, None,
+                      "run folders, one per schedule and --set list: a finished point is skipped by name "
+                      "(default bench/_work/ulfine-sweep-<strategy>-it<iterations>)",
+                      "results file ulfine-sweep-<tag>.md (default: --out's name)",
+                      ("--table-only", "rebuild the table from finished points"))
     return parser.parse_args(argv)
 
 
