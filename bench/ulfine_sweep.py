@@ -11,6 +11,9 @@ table's cells: ``OUT/<setting>/<cell>/s<seed>``. The name holds no schedule: use
 --iterations / --set list. LP points share one feature cache per seed (``OUT/.feature_cache``).
 The table ranks the points by validation class-mean accuracy (mean ± std over seeds) and
 shows test top-1 / tail beside it; pick the defaults from the val column, not the test ones.
+Its last column pairs each point with the first one seed by seed (the difference's mean ± std
+and in how many seeds it is higher): the validation split is small, so the spread across
+seeds hides differences that the same seeds show.
 It goes to ``bench/results/ulfine-sweep-<tag>.md``.
 
     PYTHONPATH=src python bench/ulfine_sweep.py --strategy lp --iterations 2000 --seeds 0,1,2 --dry-run
@@ -34,7 +37,8 @@ from compare import (
     BASE_CONFIG, REPO, RESULTS, Job, add_run_arguments, choose, git_commit, now_iso, plan, provenance, run_pending,
 )
 
-from ulfine.reports.analysis import COMPARE_METRICS, format_mean_std, markdown_table, val_class_mean
+from ulfine.reports.analysis import COMPARE_METRICS, MISSING, format_mean_std, markdown_table, val_class_mean
+from ulfine.reports.runfiles import read_final_metrics
 
 logger = logging.getLogger("bench.ulfine_sweep")
 
@@ -99,20 +103,48 @@ def grid_cells(strategy: str, grid: dict[str, list[str]], design: str = "full") 
     return cells
 
 
-def ranked_table(results: dict[str, list[dict]], cells: dict[str, list[str]], grid: dict[str, list[str]]) -> str:
+def val_by_seed(out: Path, setting: str, cells: list[str], seeds: list[int]) -> dict[str, dict[int, float]]:
+    """cell -> seed -> validation class-mean of the finished runs, to compare points seed by seed."""
+    table: dict[str, dict[int, float]] = {}
+    for cell in cells:
+        found = {seed: read_final_metrics(Job(setting, cell, seed).run_dir(out)) for seed in seeds}
+        values = {seed: val_class_mean(metrics) for seed, metrics in found.items() if metrics is not None}
+        table[cell] = {seed: value for seed, value in values.items() if value is not None}
+    return table
+
+
+def paired_difference(values: dict[int, float], base: dict[int, float]) -> str:
+    """values - base over the seeds both finished: mean ± std, and in how many seeds it is higher.
+    The same seed shares the split and the cache, so the paired spread is far below the spread
+    of either column (the split's 1-3 validation images in a tail class move both alike)."""
+    seeds = sorted(values.keys() & base.keys())
+    diffs = [values[seed] - base[seed] for seed in seeds]
+    if not diffs:
+        return MISSING
+    return f"{format_mean_std(diffs)} (higher in {sum(d > 0 for d in diffs)}/{len(diffs)})"
+
+
+def ranked_table(results: dict[str, list[dict]], cells: dict[str, list[str]], grid: dict[str, list[str]],
+                 by_seed: dict[str, dict[int, float]] | None = None) -> str:
     """One row per grid point: its option values, seeds, then SWEEP_METRICS as mean ± std,
-    best validation class-mean first (points without a finished seed last)."""
+    best validation class-mean first (points without a finished seed last). With ``by_seed``
+    (val_by_seed), a last column pairs each point's validation score with the first point's
+    (each key's first value: the current default or the spec) seed by seed."""
     def val_mean(cell: str) -> float:
         values = [v for v in map(SWEEP_METRICS["val class-mean"], results[cell]) if v is not None]
         return sum(values) / len(values) if values else float("-inf")
 
+    base = next(iter(cells))
+    paired = [f"val - {base.partition('+')[2] or base}, paired by seed"] if by_seed is not None else []
     rows = []
     for cell in sorted(results, key=val_mean, reverse=True):
         options = [override.partition("=")[2] for override in cells[cell][-len(grid):]]
         metrics = [format_mean_std([v for v in map(value_of, results[cell]) if v is not None])
                    for value_of in SWEEP_METRICS.values()]
+        if by_seed is not None:
+            metrics.append("(base)" if cell == base else paired_difference(by_seed[cell], by_seed[base]))
         rows.append([*options, str(len(results[cell])), *metrics])
-    return markdown_table([*map(short_key, grid), "seeds", *SWEEP_METRICS], rows)
+    return markdown_table([*map(short_key, grid), "seeds", *SWEEP_METRICS, *paired], rows)
 
 
 def report(table: str, argv: list[str], failed: list[Job], trained_by: str) -> str:
@@ -176,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     failed, interrupted = run_pending(todo, out, command_of)
     sections = []
     for setting, results in compare.collect(out, settings, list(cells), seeds).items():
-        sections += [f"## {setting} unlabeled data, {args.strategy}", "", ranked_table(results, cells, grid), ""]
+        table = ranked_table(results, cells, grid, val_by_seed(out, setting, list(cells), seeds))
+        sections += [f"## {setting} unlabeled data, {args.strategy}", "", table, ""]
     path = RESULTS / f"ulfine-sweep-{args.tag or out.name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report("\n".join(sections), argv, failed, provenance(out, jobs)))

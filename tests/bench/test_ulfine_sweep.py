@@ -62,6 +62,28 @@ def test_table_ranks_by_validation_not_test(sweep, tmp_path: Path) -> None:
     assert rows[2][2:4] == ["2", "51.00 ± 1.41"] and rows[3][2] == "0"
 
 
+def test_paired_column_compares_each_point_with_the_first_seed_by_seed(sweep, tmp_path: Path) -> None:
+    grid = sweep.parse_grid(["method.ulfine.lp_scale=25,14"])
+    cells = sweep.grid_cells("lp", grid)
+    base, other = cells
+    # the seeds' spread (40 / 60 / 80) is far larger than the difference, which is +2 in two seeds, -1 in one;
+    # seed 2 of the other point is missing, seed 3 only exists for it: both are left out of the pairs
+    for seed, val in enumerate([40.0, 60.0, 80.0]):
+        _finish(sweep.Job("consistent", base, seed).run_dir(tmp_path), val, 50.0)
+    for seed, val in [(0, 42.0), (1, 62.0), (3, 10.0)]:
+        _finish(sweep.Job("consistent", other, seed).run_dir(tmp_path), val, 50.0)
+    by_seed = sweep.val_by_seed(tmp_path, "consistent", list(cells), [0, 1, 2, 3])
+    assert by_seed == {base: {0: 40.0, 1: 60.0, 2: 80.0}, other: {0: 42.0, 1: 62.0, 3: 10.0}}
+    assert sweep.paired_difference(by_seed[other], by_seed[base]) == "2.00 ± 0.00 (higher in 2/2)"
+    assert sweep.paired_difference({0: 59.0}, {0: 60.0}) == "-1.00 (higher in 0/1)"
+    assert sweep.paired_difference({1: 59.0}, {0: 60.0}) == "n/a"
+    results = sweep.compare.collect(tmp_path, ["consistent"], list(cells), [0, 1, 2, 3])["consistent"]
+    lines = sweep.ranked_table(results, cells, grid, by_seed).splitlines()
+    assert lines[0].endswith("| val - lp_scale=25, paired by seed |")
+    assert lines[2].startswith("| 25 | 3 | 60.00 ± 20.00") and lines[2].endswith("| (base) |")
+    assert lines[3].startswith("| 14 | 3 | 38.00 ± 26.23") and lines[3].endswith("| 2.00 ± 0.00 (higher in 2/2) |")
+
+
 def test_dry_run_prints_only_pending_points(sweep, tmp_path: Path, capsys) -> None:
     cells = sweep.grid_cells("lp", sweep.parse_grid(["method.ulfine.lp_head=linear,cosine"]))
     _finish(sweep.Job("consistent", "lp-ulfine+lp_head=cosine", 0).run_dir(tmp_path), 60.0, 60.0)
