@@ -230,6 +230,10 @@ def run_pending(todo: list[Job], out: Path, command_of: Callable[[Job], list[str
     failed = []
     try:
         for number, job in enumerate(todo, start=1):
+            if is_finished(job, out):  # another process sharing --out finished it meanwhile
+                logger.info("[%d/%d] %s / %s / seed %d: finished meanwhile, skipped",
+                            number, len(todo), job.setting, job.cell, job.seed)
+                continue
             logger.info("[%d/%d] %s / %s / seed %d", number, len(todo), job.setting, job.cell, job.seed)
             command = command_of(job)
             record_launch(job.run_dir(out), command)

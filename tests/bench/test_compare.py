@@ -88,6 +88,24 @@ def test_a_failing_cell_does_not_stop_the_others(compare, tmp_path: Path, monkey
     assert compare.pending(jobs, tmp_path) == [jobs[0]]
 
 
+def test_a_cell_finished_by_another_process_meanwhile_is_not_run_again(compare, tmp_path: Path) -> None:
+    # two processes sharing --out plan the same cell; the second to reach it must not train it again
+    first, second = compare.plan(["consistent"], ["lp-acr", "lft-acr"], [0])
+    write = [sys.executable, "-c", "import sys, pathlib; p = pathlib.Path(sys.argv[1]); "
+             "p.mkdir(parents=True, exist_ok=True); (p / 'metrics.json').write_text('{\"top1\": 50.0}')"]
+    launched = []
+
+    def command_of(job):
+        launched.append(job)
+        if job == first:  # while the first cell trains, "another process" finishes the second
+            _finish(second.run_dir(tmp_path), 60.0)
+        return [*write, str(job.run_dir(tmp_path))]
+
+    failed, interrupted = compare.run_pending([first, second], tmp_path, command_of)
+    assert launched == [first] and not failed and not interrupted
+    assert json.loads((second.run_dir(tmp_path) / "metrics.json").read_text())["top1"] == 60.0
+
+
 def test_provenance_lists_each_commit_that_trained_a_finished_cell(compare, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(compare, "RESULTS", tmp_path / "results")
     runs = tmp_path / "runs"
