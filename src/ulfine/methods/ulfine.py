@@ -128,7 +128,8 @@ class ULFineConfig:
     # s_l: "linear" W z + b with W = C_t (the spec's first reading, logits ~ +-1) or "cosine"
     # lp_scale * z . normalize(W)^T with W = C_t at step 0 (spec section 3, revised)
     lp_head: Literal["linear", "cosine"] = "cosine"
-    # s_c of the cosine LP head: LIFT's 25; validation prefers it to 1/0.07 here (ulfine-sweep-lp-it2500-lp-scale.md)
+    # s_c of the cosine LP head: LIFT's 25. Validation does not prefer 1/0.07 (10 seeds, paired: -0.25 +- 2.27
+    # val; ulfine-sweep-lp-it2500-lp-scale.md), although test top-1 and tail are higher with it (README)
     lp_scale: float = option(25.0, range="> 0")
     # PAF geometry: "literal" mixes c^t and c^v directly; "centred" mixes them relative to the mean
     # text / visual prototype, so CLIP's modality gap gives no class-wide bonus (spec section 3)
