@@ -146,15 +146,22 @@ def run_job(command: list[str], log_file: Path) -> int:
             raise
 
 
-def collect(out: Path, settings: list[str], cells: list[str], seeds: list[int]) -> dict[str, dict[str, list[dict]]]:
-    """setting -> cell -> metrics.json contents of its finished seeds."""
-    results: dict[str, dict[str, list[dict]]] = {}
+def collect_by_seed(out: Path, settings: list[str], cells: list[str],
+                    seeds: list[int]) -> dict[str, dict[str, dict[int, dict]]]:
+    """setting -> cell -> seed -> metrics.json contents, for the finished seeds only."""
+    results: dict[str, dict[str, dict[int, dict]]] = {}
     for setting in settings:
         results[setting] = {}
         for cell in cells:
-            found = (read_final_metrics(Job(setting, cell, seed).run_dir(out)) for seed in seeds)
-            results[setting][cell] = [metrics for metrics in found if metrics is not None]
+            found = {seed: read_final_metrics(Job(setting, cell, seed).run_dir(out)) for seed in seeds}
+            results[setting][cell] = {seed: metrics for seed, metrics in found.items() if metrics is not None}
     return results
+
+
+def collect(out: Path, settings: list[str], cells: list[str], seeds: list[int]) -> dict[str, dict[str, list[dict]]]:
+    """setting -> cell -> metrics.json contents of its finished seeds."""
+    return {setting: {cell: list(runs.values()) for cell, runs in by_cell.items()}
+            for setting, by_cell in collect_by_seed(out, settings, cells, seeds).items()}
 
 
 def git_commit(repo: Path = REPO) -> str:

@@ -38,7 +38,6 @@ from compare import (
 )
 
 from ulfine.reports.analysis import COMPARE_METRICS, MISSING, format_mean_std, markdown_table, val_class_mean
-from ulfine.reports.runfiles import read_final_metrics
 
 logger = logging.getLogger("bench.ulfine_sweep")
 
@@ -103,12 +102,11 @@ def grid_cells(strategy: str, grid: dict[str, list[str]], design: str = "full") 
     return cells
 
 
-def val_by_seed(out: Path, setting: str, cells: list[str], seeds: list[int]) -> dict[str, dict[int, float]]:
-    """cell -> seed -> validation class-mean of the finished runs, to compare points seed by seed."""
+def val_by_seed(runs: dict[str, dict[int, dict]]) -> dict[str, dict[int, float]]:
+    """cell -> seed -> validation class-mean, from compare.collect_by_seed's runs of one setting."""
     table: dict[str, dict[int, float]] = {}
-    for cell in cells:
-        found = {seed: read_final_metrics(Job(setting, cell, seed).run_dir(out)) for seed in seeds}
-        values = {seed: val_class_mean(metrics) for seed, metrics in found.items() if metrics is not None}
+    for cell, by_seed in runs.items():
+        values = {seed: val_class_mean(metrics) for seed, metrics in by_seed.items()}
         table[cell] = {seed: value for seed, value in values.items() if value is not None}
     return table
 
@@ -124,27 +122,28 @@ def paired_difference(values: dict[int, float], base: dict[int, float]) -> str:
     return f"{format_mean_std(diffs)} (higher in {sum(d > 0 for d in diffs)}/{len(diffs)})"
 
 
-def ranked_table(results: dict[str, list[dict]], cells: dict[str, list[str]], grid: dict[str, list[str]],
-                 by_seed: dict[str, dict[int, float]] | None = None) -> str:
-    """One row per grid point: its option values, seeds, then SWEEP_METRICS as mean ± std,
-    best validation class-mean first (points without a finished seed last). With ``by_seed``
-    (val_by_seed), a last column pairs each point's validation score with the first point's
-    (each key's first value: the current default or the spec) seed by seed."""
+def ranked_table(runs: dict[str, dict[int, dict]], cells: dict[str, list[str]], grid: dict[str, list[str]]) -> str:
+    """One row per grid point (``runs``: cell -> seed -> metrics, compare.collect_by_seed): its
+    option values, seeds, then SWEEP_METRICS as mean ± std, best validation class-mean first
+    (points without a finished seed last); the last column pairs each point's validation score
+    with the first point's (each key's first value: the current default or the spec) seed by seed."""
+    results = {cell: list(by_seed.values()) for cell, by_seed in runs.items()}
+    by_seed = val_by_seed(runs)
+
     def val_mean(cell: str) -> float:
         values = [v for v in map(SWEEP_METRICS["val class-mean"], results[cell]) if v is not None]
         return sum(values) / len(values) if values else float("-inf")
 
     base = next(iter(cells))
-    paired = [f"val - {base.partition('+')[2] or base}, paired by seed"] if by_seed is not None else []
     rows = []
     for cell in sorted(results, key=val_mean, reverse=True):
         options = [override.partition("=")[2] for override in cells[cell][-len(grid):]]
         metrics = [format_mean_std([v for v in map(value_of, results[cell]) if v is not None])
                    for value_of in SWEEP_METRICS.values()]
-        if by_seed is not None:
-            metrics.append("(base)" if cell == base else paired_difference(by_seed[cell], by_seed[base]))
-        rows.append([*options, str(len(results[cell])), *metrics])
-    return markdown_table([*map(short_key, grid), "seeds", *SWEEP_METRICS, *paired], rows)
+        paired = "(base)" if cell == base else paired_difference(by_seed[cell], by_seed[base])
+        rows.append([*options, str(len(results[cell])), *metrics, paired])
+    paired_header = f"val - {base.partition('+')[2] or base}, paired by seed"
+    return markdown_table([*map(short_key, grid), "seeds", *SWEEP_METRICS, paired_header], rows)
 
 
 def report(table: str, argv: list[str], failed: list[Job], trained_by: str) -> str:
@@ -207,9 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failed, interrupted = run_pending(todo, out, command_of)
     sections = []
-    for setting, results in compare.collect(out, settings, list(cells), seeds).items():
-        table = ranked_table(results, cells, grid, val_by_seed(out, setting, list(cells), seeds))
-        sections += [f"## {setting} unlabeled data, {args.strategy}", "", table, ""]
+    for setting, runs in compare.collect_by_seed(out, settings, list(cells), seeds).items():
+        sections += [f"## {setting} unlabeled data, {args.strategy}", "", ranked_table(runs, cells, grid), ""]
     path = RESULTS / f"ulfine-sweep-{args.tag or out.name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report("\n".join(sections), argv, failed, provenance(out, jobs)))

@@ -55,8 +55,8 @@ def test_table_ranks_by_validation_not_test(sweep, tmp_path: Path) -> None:
         _finish(sweep.Job("consistent", names[0], seed).run_dir(tmp_path), val, test)
     _finish(sweep.Job("consistent", names[1], 0).run_dir(tmp_path), 70.0, 60.0)
     _finish(sweep.Job("consistent", names[2], 0).run_dir(tmp_path), 60.0, 80.0)
-    results = sweep.compare.collect(tmp_path, ["consistent"], names, [0, 1])["consistent"]
-    rows = [line.split(" | ") for line in sweep.ranked_table(results, cells, grid).splitlines()[2:]]
+    runs = sweep.compare.collect_by_seed(tmp_path, ["consistent"], names, [0, 1])["consistent"]
+    rows = [line.split(" | ") for line in sweep.ranked_table(runs, cells, grid).splitlines()[2:]]
     assert [row[:2] for row in rows] == [["| linear", "0.5"], ["| cosine", "1"], ["| linear", "1"], ["| cosine", "0.5"]]
     assert rows[0][2:5] == ["1", "70.00", "60.00"]
     assert rows[2][2:4] == ["2", "51.00 ± 1.41"] and rows[3][2] == "0"
@@ -72,13 +72,13 @@ def test_paired_column_compares_each_point_with_the_first_seed_by_seed(sweep, tm
         _finish(sweep.Job("consistent", base, seed).run_dir(tmp_path), val, 50.0)
     for seed, val in [(0, 42.0), (1, 62.0), (3, 10.0)]:
         _finish(sweep.Job("consistent", other, seed).run_dir(tmp_path), val, 50.0)
-    by_seed = sweep.val_by_seed(tmp_path, "consistent", list(cells), [0, 1, 2, 3])
+    runs = sweep.compare.collect_by_seed(tmp_path, ["consistent"], list(cells), [0, 1, 2, 3])["consistent"]
+    by_seed = sweep.val_by_seed(runs)
     assert by_seed == {base: {0: 40.0, 1: 60.0, 2: 80.0}, other: {0: 42.0, 1: 62.0, 3: 10.0}}
     assert sweep.paired_difference(by_seed[other], by_seed[base]) == "2.00 ± 0.00 (higher in 2/2)"
     assert sweep.paired_difference({0: 59.0}, {0: 60.0}) == "-1.00 (higher in 0/1)"
     assert sweep.paired_difference({1: 59.0}, {0: 60.0}) == "n/a"
-    results = sweep.compare.collect(tmp_path, ["consistent"], list(cells), [0, 1, 2, 3])["consistent"]
-    lines = sweep.ranked_table(results, cells, grid, by_seed).splitlines()
+    lines = sweep.ranked_table(runs, cells, grid).splitlines()
     assert lines[0].endswith("| val - lp_scale=25, paired by seed |")
     assert lines[2].startswith("| 25 | 3 | 60.00 ± 20.00") and lines[2].endswith("| (base) |")
     assert lines[3].startswith("| 14 | 3 | 38.00 ± 26.23") and lines[3].endswith("| 2.00 ± 0.00 (higher in 2/2) |")
