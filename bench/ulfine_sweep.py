@@ -3,7 +3,8 @@
 Each grid point is ULFine with one value per option (``--grid KEY=V1,V2``, repeatable; KEY a
 config key such as ``method.ulfine.lp_head`` or ``method.threshold``), trained for a given
 strategy (``lp``: the heads on cached frozen features; ``lft``) and length with
-``data.val_per_class`` held out, over several seeds. ``--design full`` runs every combination
+``data.val_per_class`` held out (``--val-source unused``: that many images per class that the
+split leaves unused, so the training data stay the table's), over several seeds. ``--design full`` runs every combination
 (64 for the default grid); ``oat`` the first values and one key changed at a time (1 + 6).
 The points become cells of ``bench/compare.py`` (``<strategy>-ulfine+key=value+...``), so
 they are run, skipped when finished, resumed and given provenance exactly like the comparison
@@ -172,6 +173,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     parser.add_argument("--iterations", type=int, default=None, help="override optim.iterations")
     parser.add_argument("--val-per-class", type=int, default=10, help="data.val_per_class (> 0)")
+    parser.add_argument("--val-source", choices=["labeled", "unused"], default="labeled",
+                        help="data.val_source: held out of the labeled images, or balanced from the unused ones")
     parser.add_argument("--settings", default="consistent", help=f"all or of {list(compare.SETTINGS)}")
     parser.add_argument("--config", type=Path, default=BASE_CONFIG, help="base run config")
     add_run_arguments(parser, None,
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = choose(args.settings, compare.SETTINGS, "settings")
     seeds = [int(seed) for seed in args.seeds.split(",")]
     jobs = plan(settings, list(cells), seeds)
-    extra = [f"data.val_per_class={args.val_per_class}", f"train.cache_dir={out / '.feature_cache'}", *args.extra]
+    extra = [f"data.val_per_class={args.val_per_class}", f"data.val_source={args.val_source}", f"train.cache_dir={out / '.feature_cache'}", *args.extra]
     command_of = lambda job: job.command(out, config, args.iterations, extra)  # noqa: E731
     todo = [] if args.table_only else compare.pending(jobs, out)
     if args.dry_run:

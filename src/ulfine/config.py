@@ -148,6 +148,10 @@ class DataConfig(Components):
     split_seed: int = 0  # seed of the per-class shuffle (selection=shuffle)
     allow_empty_classes: bool = False  # permit classes with zero labeled images
     val_per_class: int = option(0, range=">= 0")  # labeled images per class held out as a validation split
+    # where validation comes from: labeled = the last V_k of each class's labeled images (at most
+    # half; the training set loses them); unused = val_per_class images of each class that the split
+    # leaves out of labeled and unlabeled (a benchmark protocol: training data stay the table's)
+    val_source: Literal["labeled", "unused"] = "labeled"
     batch_size: int = option(64, range=">= 1")  # labeled batch B (global, split across DDP processes)
     uratio: int = option(2, range=">= 1")  # unlabeled batch = uratio * B
     eval_batch_size: int = option(256, range=">= 1")

@@ -94,6 +94,9 @@ def test_dry_run_prints_only_pending_points(sweep, tmp_path: Path, capsys) -> No
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "method.ulfine.lp_head=linear" in lines[0]
     assert "data.val_per_class=10" in lines[0] and f"train.cache_dir={tmp_path / '.feature_cache'}" in lines[0]
+    assert "data.val_source=labeled" in lines[0]
+    assert sweep.main([*args, "--val-source", "unused", "--val-per-class", "200"]) == 0
+    assert "data.val_per_class=200 data.val_source=unused" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="val-per-class"):
         sweep.main([*args, "--val-per-class", "0"])
 

@@ -38,6 +38,20 @@ def test_contained_and_val_options(tree: Path, folder_cfg: CfgMaker) -> None:
     assert splits.unlabeled_counts == [10, 5, 2]
 
 
+def test_val_from_unused_images_is_balanced_and_leaves_training_data_as_without_val(
+    tree: Path, folder_cfg: CfgMaker
+) -> None:
+    plain = build_splits(folder_cfg(tree))
+    splits = build_splits(folder_cfg(tree, val_per_class=2, val_source="unused"))
+    assert splits.val_counts == [2, 2, 2] and splits.labeled_counts == plain.labeled_counts
+    assert np.array_equal(splits.labeled_indices, plain.labeled_indices)
+    assert np.array_equal(splits.unlabeled_indices, plain.unlabeled_indices)
+    assert not set(splits.val_indices) & (set(splits.labeled_indices) | set(splits.unlabeled_indices))
+    assert np.bincount(splits.source.train.targets[splits.val_indices]).tolist() == [2, 2, 2]
+    with pytest.raises(SplitError, match="class 'a' has 2 training images left.*val_source=labeled"):
+        build_splits(folder_cfg(tree, val_per_class=3, val_source="unused"))  # a uses 4 + 6 of its 12
+
+
 def test_unlabeled_folder_is_used_whole_with_unknown_labels(
     tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker
 ) -> None:

@@ -14,6 +14,7 @@ from ulfine.data.protocol import (
     natural_split_counts,
     select_indices,
     split_counts,
+    val_counts_for,
     val_holdout_counts,
 )
 
@@ -94,6 +95,22 @@ def test_val_is_the_end_of_the_labeled_selection() -> None:
     assert picked.labeled.tolist() == [0, 1, 10, 20]
     assert picked.val.tolist() == [2, 3, 11, 21]
     assert picked.unlabeled.tolist() == [4, 12, 22]
+
+
+def test_unused_val_follows_the_first_n_plus_m_and_keeps_every_label() -> None:
+    counts = val_counts_for("unused", [4, 2, 2], 3)
+    assert counts == [3, 3, 3] and val_counts_for("labeled", [4, 2, 2], 3) == [2, 1, 1]
+    for contained in (False, True):
+        picked = select_indices(class_order(TARGETS, 3, None), [4, 2, 2], [1, 1, 1], counts, contained, "unused")
+        assert picked.labeled.tolist() == [0, 1, 2, 3, 10, 11, 20, 21]
+        assert picked.val.tolist() == [5, 6, 7, 13, 14, 15, 23, 24, 25]
+        assert not set(picked.val) & (set(picked.labeled) | set(picked.unlabeled))
+
+
+def test_unused_val_larger_than_what_is_left_names_class_and_key() -> None:
+    with pytest.raises(SplitError, match=r"class 'cat' has 2 training images left.*data.val_per_class=3"):
+        check_counts(["dog", "cat"], [10, 10], [5, 8], [1, 2], allow_empty=False, unused_val=[3, 3])
+    check_counts(["dog", "cat"], [10, 10], [5, 7], [1, 2], allow_empty=False, unused_val=[3, 3])
 
 
 def test_shuffle_is_seeded() -> None:

@@ -48,6 +48,7 @@ valid = st.fixed_dictionaries({
     "data.distribution": st.sampled_from(DISTRIBUTIONS.names()),
     "data.labeled_in_unlabeled": st.booleans(),
     "data.val_per_class": st.integers(0, 2),
+    "data.val_source": st.sampled_from(["labeled", "unused"]),
     "data.batch_size": st.integers(1, 6),
     "data.uratio": st.integers(1, 3),
     "optim.grad_accum": st.integers(1, 3),

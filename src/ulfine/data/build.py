@@ -18,7 +18,7 @@ from ulfine.data.protocol import (
     select_indices,
     split_counts,
     test_holdout_counts,
-    val_holdout_counts,
+    val_counts_for,
 )
 from ulfine.data.sources import ImageSource
 from ulfine.data.transforms import build_transforms
@@ -38,7 +38,7 @@ class LTSSLSplits:
     labeled_indices: np.ndarray  # [N] int64 into source.train
     unlabeled_indices: np.ndarray  # [M] int64 into unlabeled_source
     val_indices: np.ndarray  # [V] int64 into source.train (empty without data.val_per_class)
-    labeled_counts: list[int]  # per class, after the validation hold-out
+    labeled_counts: list[int]  # per class, after the validation hold-out (val_source=labeled)
     unlabeled_counts: list[int] | None  # true per-class counts from hidden labels; None if unknown
     val_counts: list[int]
     test_counts: list[int]
@@ -93,9 +93,10 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
     class_sizes = [len(idx) for idx in per_class]
     labeled, unlabeled = protocol_counts(cfg, data, class_sizes)
     needed = [n + m for n, m in zip(labeled, unlabeled)]
-    check_counts(data.class_names, class_sizes, needed, labeled, cfg.allow_empty_classes)
-    val_counts = val_holdout_counts(labeled, cfg.val_per_class)
-    picked = select_indices(per_class, labeled, unlabeled, val_counts, cfg.labeled_in_unlabeled)
+    val_counts = val_counts_for(cfg.val_source, labeled, cfg.val_per_class)
+    unused_val = val_counts if cfg.val_source == "unused" else None
+    check_counts(data.class_names, class_sizes, needed, labeled, cfg.allow_empty_classes, unused_val)
+    picked = select_indices(per_class, labeled, unlabeled, val_counts, cfg.labeled_in_unlabeled, cfg.val_source)
     unlabeled_source = data.unlabeled if data.unlabeled is not None else data.train
     unlabeled_indices = (
         np.arange(len(data.unlabeled), dtype=np.int64) if data.unlabeled is not None else picked.unlabeled

@@ -29,7 +29,11 @@ the separate unlabeled set (root/unlabeled/, STL-10's) is used whole, nothing is
 without a test set, `test_holdout_counts` images of each class become the test set.
 A class with V_k validation images held out (data.val_per_class) keeps N_k - V_k labeled ones:
 the last V_k of its labeled selection, so validation never touches test images (nor, in the
-disjoint default, unlabeled ones).
+disjoint default, unlabeled ones). With data.val_source=unused, validation is instead the
+val_per_class images of each class that follow its first N_k + M_k (images the split leaves
+unused): balanced, as large as asked, and the labeled set stays whole; a benchmark protocol
+(a tail class of CIFAR-10-LT with N_k = 5 would otherwise give 2 of its 5 labels to a 1-3 image
+validation class).
 """
 from __future__ import annotations
 
@@ -127,6 +131,14 @@ def test_holdout_counts(class_sizes: list[int], fraction: float) -> list[int]:
     return [min(max(1, round(fraction * n)), n - 1) if n > 1 else 0 for n in class_sizes]
 
 
+def val_counts_for(source: str, labeled_counts: list[int], val_per_class: int) -> list[int]:
+    """V_k per class for ``data.val_source``: held out of the labeled images, or val_per_class
+    of the unused ones each."""
+    if source == "unused":
+        return [val_per_class] * len(labeled_counts)
+    return val_holdout_counts(labeled_counts, val_per_class)
+
+
 def val_holdout_counts(labeled_counts: list[int], val_per_class: int) -> list[int]:
     """Validation images held out of each class's labeled selection.
 
@@ -139,7 +151,7 @@ def val_holdout_counts(labeled_counts: list[int], val_per_class: int) -> list[in
 class SplitIndices:
     """Indices into the training source; labeled and val come from each class's first N_k."""
 
-    labeled: np.ndarray  # [sum N_k - sum V_k] int64
+    labeled: np.ndarray  # [sum N_k - sum V_k] int64 ([sum N_k] when val comes from unused images)
     unlabeled: np.ndarray  # [sum M_k] (or [sum N_k + M_k] when contained) int64
     val: np.ndarray  # [sum V_k] int64, empty when val_per_class = 0
 
@@ -155,14 +167,23 @@ def class_order(targets: np.ndarray, num_classes: int, shuffle_seed: int | None)
 
 def check_counts(
     class_names: list[str], available: list[int], needed: list[int], labeled: list[int],
-    allow_empty: bool,
+    allow_empty: bool, unused_val: list[int] | None = None,
 ) -> None:
-    """Raise naming the class when it has too few images or (unless allowed) no labeled ones."""
-    for name, have, need, n_lab in zip(class_names, available, needed, labeled):
+    """Raise naming the class when it has too few images or (unless allowed) no labeled ones.
+
+    ``unused_val``: per class, the validation images taken from the unused ones (val_source=unused)."""
+    unused_val = unused_val or [0] * len(class_names)
+    for name, have, need, n_lab, v in zip(class_names, available, needed, labeled, unused_val):
         if need > have:
             raise SplitError(
                 f"class '{name}' has {have} training images but the split needs {need} "
                 f"({n_lab} labeled + {need - n_lab} unlabeled); lower data.n1/data.m1"
+            )
+        if need + v > have:
+            raise SplitError(
+                f"class '{name}' has {have - need} training images left after {n_lab} labeled + "
+                f"{need - n_lab} unlabeled, but data.val_per_class={v} with data.val_source=unused "
+                "needs that many; lower data.val_per_class or use data.val_source=labeled"
             )
         if n_lab == 0 and not allow_empty:
             raise SplitError(
@@ -173,12 +194,17 @@ def check_counts(
 
 def select_indices(
     per_class: list[np.ndarray], labeled_counts: list[int], unlabeled_counts: list[int],
-    val_counts: list[int], contained: bool,
+    val_counts: list[int], contained: bool, val_source: str = "labeled",
 ) -> SplitIndices:
-    """Take the first N_k (val = the last V_k of those) and the next M_k (or first N_k + M_k)."""
+    """Take the first N_k (val = the last V_k of those) and the next M_k (or first N_k + M_k);
+    with ``val_source="unused"`` val is the V_k images after the first N_k + M_k instead."""
     labeled, unlabeled, val = [], [], []
     for idx, n, m, v in zip(per_class, labeled_counts, unlabeled_counts, val_counts):
-        labeled.append(idx[: n - v])
-        val.append(idx[n - v : n])
+        if val_source == "unused":
+            labeled.append(idx[:n])
+            val.append(idx[n + m : n + m + v])
+        else:
+            labeled.append(idx[: n - v])
+            val.append(idx[n - v : n])
         unlabeled.append(idx[: n + m] if contained else idx[n : n + m])
     return SplitIndices(*(np.concatenate(parts).astype(np.int64) for parts in (labeled, unlabeled, val)))
