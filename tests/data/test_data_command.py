@@ -22,7 +22,7 @@ def test_command_writes_counts_and_plot(tree: Path, tmp_path: Path, capsys: pyte
                  "data.gamma_l=4", "data.gamma_u=4", "data.distribution=reversed"]
     record = run_data(tmp_path, overrides)
     assert record == {"class_names": ["a", "b", "c"], "labeled_counts": [4, 2, 1],
-                      "unlabeled_counts": [1, 3, 6], "test_counts": [2, 2, 2],
+                      "unlabeled_counts": [1, 3, 6], "val_counts": [0, 0, 0], "test_counts": [2, 2, 2],
                       "groups": {"head": [0], "medium": [1], "tail": [2]}}
     assert "total" in capsys.readouterr().out
 

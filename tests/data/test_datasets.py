@@ -10,6 +10,7 @@ import pytest
 
 from ulfine.config import DataConfig
 from ulfine.data import DATASETS, BadImageError, DatasetError, SplitError, build_splits
+from ulfine.data.build import count_table
 
 CfgMaker = Callable[..., DataConfig]
 TreeMaker = Callable[..., Path]
@@ -48,6 +49,10 @@ def test_val_from_unused_images_is_balanced_and_leaves_training_data_as_without_
     assert np.array_equal(splits.unlabeled_indices, plain.unlabeled_indices)
     assert not set(splits.val_indices) & (set(splits.labeled_indices) | set(splits.unlabeled_indices))
     assert np.bincount(splits.source.train.targets[splits.val_indices]).tolist() == [2, 2, 2]
+    table = count_table(splits).splitlines()
+    assert table[0].split() == ["class", "group", "labeled", "unlabeled", "val", "test"]
+    assert table[-1].split() == ["total", "7", "10", "6", "6"]
+    assert "val" not in count_table(plain).splitlines()[0].split()
     with pytest.raises(SplitError, match="class 'a' has 2 training images left.*val_source=labeled"):
         build_splits(folder_cfg(tree, val_per_class=3, val_source="unused"))  # a uses 4 + 6 of its 12
 

@@ -1,8 +1,8 @@
 """`ulfine data`: show the class distribution a config produces, without a model.
 
-Prints the per-class labeled / unlabeled / test table with each class's head / medium / tail
-group, writes it as JSON (``--json``: keys labeled_counts, unlabeled_counts, test_counts,
-class_names, groups; unlabeled_counts is null where the hidden labels are unknown) and saves a
+Prints the per-class labeled / unlabeled / (val) / test table with each class's head / medium /
+tail group, writes it as JSON (``--json``: keys labeled_counts, unlabeled_counts, val_counts,
+test_counts, class_names, groups; unlabeled_counts is null where the hidden labels are unknown) and saves a
 bar plot (``--plot``; default next to the JSON file, else <output.dir>/data_distribution.png).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ def count_record(splits: LTSSLSplits) -> dict:
         "class_names": splits.class_names,
         "labeled_counts": splits.labeled_counts,
         "unlabeled_counts": splits.unlabeled_counts,
+        "val_counts": splits.val_counts,
         "test_counts": splits.test_counts,
         "groups": splits.groups,
     }

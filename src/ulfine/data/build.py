@@ -121,17 +121,21 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
 
 
 def count_table(splits: LTSSLSplits | LTSSLData) -> str:
-    """Per-class rows ``class | group | labeled | unlabeled | test`` plus a total row."""
+    """Per-class rows ``class | group | labeled | unlabeled | [val |] test`` plus a total row
+    (the val column only with a validation split)."""
     unlabeled = splits.unlabeled_counts
+    val = splits.val_counts if sum(splits.val_counts) else None
     group_of = {k: name for name, members in splits.groups.items() for k in members}
-    rows = [("class", "group", "labeled", "unlabeled", "test")]
+    rows = [("class", "group", "labeled", "unlabeled", *(("val",) if val else ()), "test")]
     for k, name in enumerate(splits.class_names):
         rows.append((name, group_of.get(k, ""), str(splits.labeled_counts[k]),
-                     "?" if unlabeled is None else str(unlabeled[k]), str(splits.test_counts[k])))
-    total_unlabeled = str(len(splits.unlabeled_indices))
-    rows.append(("total", "", str(sum(splits.labeled_counts)), total_unlabeled, str(sum(splits.test_counts))))
+                     "?" if unlabeled is None else str(unlabeled[k]), *((str(val[k]),) if val else ()),
+                     str(splits.test_counts[k])))
+    rows.append(("total", "", str(sum(splits.labeled_counts)), str(len(splits.unlabeled_indices)),
+                 *((str(sum(val)),) if val else ()), str(sum(splits.test_counts))))
     width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{r[0]:<{width}}  {r[1]:<6}  {r[2]:>8}  {r[3]:>9}  {r[4]:>6}" for r in rows)
+    return "\n".join(f"{r[0]:<{width}}  {r[1]:<6}  {r[2]:>8}  {r[3]:>9}" + "".join(f"  {c:>6}" for c in r[4:])
+                     for r in rows)
 
 
 @dataclass
@@ -145,6 +149,7 @@ class LTSSLData:
     test: Views  # {"image", "label", "index"}, eval view
     labeled_counts: list[int]
     unlabeled_counts: list[int] | None
+    val_counts: list[int]
     test_counts: list[int]
     labeled_indices: np.ndarray
     unlabeled_indices: np.ndarray
@@ -169,6 +174,7 @@ def build_ltssl_data(data_cfg: DataConfig, preprocess_cfg: dict[str, Any]) -> LT
         test=Views(splits.test_source, splits.test_indices, {"image": views.eval}, policy, substitute=False),
         labeled_counts=splits.labeled_counts,
         unlabeled_counts=splits.unlabeled_counts,
+        val_counts=splits.val_counts,
         test_counts=splits.test_counts,
         labeled_indices=splits.labeled_indices,
         unlabeled_indices=splits.unlabeled_indices,
