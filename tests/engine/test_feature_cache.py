@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ulfine.config import RunConfig, load_config
 from ulfine.data import build_ltssl_data
 from ulfine.engine.feature_cache import FeatureViews, ensure_cache, feature_data
+from ulfine.engine.runlock import FolderLock
 from ulfine.engine.trainer import Trainer
 from ulfine.models.encoder import build_image_encoder
 from ulfine.models.foundation import Foundation, load_foundation
@@ -51,6 +55,53 @@ def test_unchanged_key_reuses_and_any_change_rebuilds(
         assert cache_for(cfg, foundation)[0].built
     assert "key differs in ['bank']" in caplog.text
     assert json.loads(key_file.read_text()) == key
+
+
+def test_a_new_seed_takes_the_eval_splits_from_a_finished_cache_and_encodes_the_rest(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path, "data.val_per_class=1")
+    foundation = load_foundation(cfg.model)
+    first = cache_for(cfg, foundation)[0].folder
+    with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):
+        second = cache_for(lp_config(tiny_clip_dir, tiny_folder, tmp_path, "data.val_per_class=1", "train.seed=1"),
+                           foundation)[0].folder
+    assert second != first
+    assert f"test taken from {first.name}" in caplog.text and f"val taken from {first.name}" in caplog.text
+    assert "encoding unlabeled" in caplog.text and "encoding test" not in caplog.text
+    for name in ("test.image.npy", "test.label.npy", "val.image.npy"):
+        assert np.array_equal(np.load(first / name), np.load(second / name)), name
+    assert not np.array_equal(np.load(first / "unlabeled.strong.npy"), np.load(second / "unlabeled.strong.npy"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):  # other features: encoded anew
+        cache_for(lp_config(tiny_clip_dir, tiny_folder, tmp_path, "data.val_per_class=1", "train.precision=bf16"),
+                  foundation)
+    assert "encoding test" in caplog.text and "taken from" not in caplog.text
+
+
+def test_a_second_process_waits_for_a_live_build_of_the_same_key_and_reuses_it(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path)
+    foundation = load_foundation(cfg.model)
+    cache, data, encoder = cache_for(cfg, foundation)
+    folder = cache.folder
+    building = folder.with_name(f"{folder.name}.tmp-live")
+    folder.rename(building)  # the state while another process builds: only its locked temp folder
+    lock = FolderLock(building, "feature cache build").acquire()
+
+    def finish() -> None:  # what _build does at the end: move the folder into place, then unlock
+        time.sleep(0.5)
+        building.rename(folder)
+        lock.release()
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):
+        again = ensure_cache(cfg, foundation, encoder, data, torch.device("cpu"), poll_seconds=0.05)
+    thread.join()
+    assert "another process is building" in caplog.text and "encoding" not in caplog.text
+    assert not again.built and again.folder == folder
 
 
 def test_cached_items_are_the_encoded_views(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:

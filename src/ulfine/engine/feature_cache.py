@@ -11,6 +11,9 @@ the sample indices, and a fingerprint of every image: each file's size and mtime
 ``train.cache_fingerprint=content`` its bytes). A key that differs from the stored one rebuilds
 the cache and logs why; nothing is reused unless the key matches exactly. A build works in a
 locked ``*.tmp-*`` folder; one a killed build left behind is deleted by the next build.
+The eval splits (val, test: one deterministic view) do not depend on the seed, the bank or the
+training splits, so a build links them from a finished cache beside it whose key agrees on
+everything they depend on (`split_key`): a sweep over seeds encodes the 10k test images once.
 
 `feature_data` then swaps the run's datasets for `FeatureViews`, whose items have the layout of
 `ulfine.data.views.Views` items with features [D] in place of images; the trainer's streams,
@@ -25,8 +28,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +58,7 @@ CACHE_FORMAT = 1  # bump when the folder layout changes
 STORE_DTYPE = np.float16
 _LOADER_ONLY = ("batch_size", "uratio", "eval_batch_size", "num_workers")  # do not change any image
 _SPLITS = ("labeled", "unlabeled", "val", "test")
+_EVAL_SPLITS = ("val", "test")  # one deterministic view each: shareable between caches
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -97,6 +103,44 @@ def cache_key(cfg: RunConfig, foundation: Foundation, data: LTSSLData) -> dict[s
                    for split, views in splits.items()},
     }
     return json.loads(json.dumps(key))  # tuples -> lists, as they come back from key.json
+
+
+def split_key(key: dict[str, Any], split: str) -> dict[str, Any]:
+    """The part of a cache key that an eval split's features depend on: the model, its weights
+    and preprocessing, the precision, the split's transform, its indices and its images."""
+    return {
+        **{name: key.get(name) for name in ("format", "model", "checkpoint", "weights", "preprocess", "precision")},
+        "transforms": {view: t for view, t in key.get("transforms", {}).items() if view.startswith(f"{split}.")},
+        "indices": key.get("indices", {}).get(split),
+        "images": key.get("images", {}).get(split),
+    }
+
+
+def _split_files(folder: Path, split: str) -> list[Path]:
+    return sorted(folder.glob(f"{split}.*.npy"))
+
+
+def _link_split(root: Path, key: dict[str, Any], split: str, tmp: Path) -> Path | None:
+    """Hard-link (or copy) ``split``'s arrays from a finished cache under ``root`` with the same
+    `split_key` into ``tmp``; the source folder, or None when there is none."""
+    wanted = split_key(key, split)
+    for key_file in sorted(root.glob("*/key.json")):
+        source = key_file.parent
+        if ".tmp-" in source.name or source == tmp:
+            continue
+        try:
+            if split_key(json.loads(key_file.read_text()), split) != wanted or not _split_files(source, split):
+                continue
+            for path in _split_files(source, split):
+                try:
+                    os.link(path, tmp / path.name)
+                except OSError:  # another file system, or links not supported
+                    shutil.copy2(path, tmp / path.name)
+            return source
+        except (OSError, ValueError):  # a folder replaced or half-written meanwhile: try the next
+            for path in _split_files(tmp, split):
+                path.unlink()
+    return None
 
 
 def cache_root(cfg: RunConfig) -> Path:
@@ -171,6 +215,10 @@ def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module
     encoder.eval()
     try:
         for split, views in _splits(data).items():
+            source = _link_split(folder.parent, key, split, tmp) if split in _EVAL_SPLITS else None
+            if source is not None:
+                logger.info("feature cache: %s taken from %s (same model, images and view)", split, source.name)
+                continue
             logger.info("feature cache: encoding %s (%d images x %d views)", split, len(views), _bank_size(split, cfg))
             _encode_split(encoder, views, _bank_size(split, cfg), tmp, split, cfg, device)
         (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
@@ -193,12 +241,27 @@ def _remove_stale_builds(root: Path) -> None:
             logger.info("feature cache: removed %s, left by an interrupted build", stale)
 
 
+def _wait_for_live_builds(folder: Path, poll_seconds: float) -> bool:
+    """Wait while another process builds ``folder`` (a locked ``*.tmp-*`` of the same key) rather
+    than encode everything a second time; True when there was one."""
+    waited = False
+    while live := [tmp for tmp in folder.parent.glob(f"{folder.name}.tmp-*") if tmp.is_dir() and is_locked(tmp)]:
+        if not waited:
+            logger.info("feature cache: another process is building %s (%s); waiting for it", folder, live[0].name)
+            waited = True
+        time.sleep(poll_seconds)
+    return waited
+
+
 def ensure_cache(cfg: RunConfig, foundation: Foundation, encoder: nn.Module, data: LTSSLData,
-                 device: torch.device) -> FeatureCache:
-    """The cache folder for this run's key, built (or rebuilt, logging why) unless it matches."""
+                 device: torch.device, poll_seconds: float = 5.0) -> FeatureCache:
+    """The cache folder for this run's key, built (or rebuilt, logging why) unless it matches;
+    while another process builds the same key, waits for it and reuses its result."""
     key = cache_key(cfg, foundation, data)
     folder = cache_root(cfg) / f"{cfg.data.dataset}-{_digest(key)[:16]}"
     reason = _stale_reason(folder, key)
+    if reason is not None and _wait_for_live_builds(folder, poll_seconds):
+        reason = _stale_reason(folder, key)  # None unless that build failed or was killed
     if reason is None:
         logger.info("feature cache: reusing %s", folder)
         return FeatureCache(folder, built=False)
