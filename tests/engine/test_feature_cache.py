@@ -13,7 +13,7 @@ import torch
 
 from ulfine.config import RunConfig, load_config
 from ulfine.data import build_ltssl_data
-from ulfine.engine.feature_cache import FeatureViews, ensure_cache, feature_data
+from ulfine.engine.feature_cache import FeatureViews, cache_key, ensure_cache, feature_data
 from ulfine.engine.runlock import FolderLock
 from ulfine.engine.trainer import Trainer
 from ulfine.models.encoder import build_image_encoder
@@ -102,6 +102,20 @@ def test_a_second_process_waits_for_a_live_build_of_the_same_key_and_reuses_it(
     thread.join()
     assert "another process is building" in caplog.text and "encoding" not in caplog.text
     assert not again.built and again.folder == folder
+
+
+def test_a_data_field_added_later_leaves_the_key_unchanged_at_its_old_behaviour(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    """Caches built before data.val_source existed stay valid; val_source=unused changes the key."""
+    foundation = load_foundation(lp_config(tiny_clip_dir, tiny_folder, tmp_path).model)
+
+    def key(*overrides: str) -> dict:
+        cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path, "data.val_per_class=1", *overrides)
+        return cache_key(cfg, foundation, build_ltssl_data(cfg.data, foundation.preprocess_cfg))
+
+    assert "val_source" not in key()["data"]
+    assert key("data.val_source=unused")["data"]["val_source"] == "unused"
 
 
 def test_cached_items_are_the_encoded_views(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:

@@ -57,6 +57,10 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the folder layout changes
 STORE_DTYPE = np.float16
 _LOADER_ONLY = ("batch_size", "uratio", "eval_batch_size", "num_workers")  # do not change any image
+# data fields added after CACHE_FORMAT 1, left out of the key at the value that reproduces the
+# earlier behaviour, so caches built before they existed stay valid (what they select is pinned
+# by the split's indices anyway)
+_ADDED_LATER = {"val_source": "labeled"}
 _SPLITS = ("labeled", "unlabeled", "val", "test")
 _EVAL_SPLITS = ("val", "test")  # one deterministic view each: shareable between caches
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -90,7 +94,8 @@ def cache_key(cfg: RunConfig, foundation: Foundation, data: LTSSLData) -> dict[s
         "checkpoint": cfg.model.checkpoint,
         "weights": foundation.weights_hash(),
         "preprocess": foundation.preprocess_cfg,
-        "data": {k: v for k, v in to_dict(cfg.data).items() if k not in _LOADER_ONLY},
+        "data": {k: v for k, v in to_dict(cfg.data).items()
+                 if k not in _LOADER_ONLY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])},
         "transforms": {
             f"{split}.{view}": _ADDRESS.sub("", repr(transform))
             for split, views in splits.items() for view, transform in views.transforms.items()
