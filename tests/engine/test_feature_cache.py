@@ -63,6 +63,7 @@ def test_a_new_seed_takes_the_eval_splits_from_a_finished_cache_and_encodes_the_
     cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path, "data.val_per_class=1")
     foundation = load_foundation(cfg.model)
     first = cache_for(cfg, foundation)[0].folder
+    caplog.clear()  # only the second build's messages below
     with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):
         second = cache_for(lp_config(tiny_clip_dir, tiny_folder, tmp_path, "data.val_per_class=1", "train.seed=1"),
                            foundation)[0].folder
@@ -89,6 +90,7 @@ def test_a_second_process_waits_for_a_live_build_of_the_same_key_and_reuses_it(
     building = folder.with_name(f"{folder.name}.tmp-live")
     folder.rename(building)  # the state while another process builds: only its locked temp folder
     lock = FolderLock(building, "feature cache build").acquire()
+    caplog.clear()
 
     def finish() -> None:  # what _build does at the end: move the folder into place, then unlock
         time.sleep(0.5)
