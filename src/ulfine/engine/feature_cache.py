@@ -134,9 +134,10 @@ def _link_split(root: Path, key: dict[str, Any], split: str, tmp: Path) -> Path 
         if ".tmp-" in source.name or source == tmp:
             continue
         try:
-            if split_key(json.loads(key_file.read_text()), split) != wanted or not _split_files(source, split):
+            files = _split_files(source, split)
+            if not files or split_key(json.loads(key_file.read_text()), split) != wanted:
                 continue
-            for path in _split_files(source, split):
+            for path in files:
                 try:
                     os.link(path, tmp / path.name)
                 except OSError:  # another file system, or links not supported
