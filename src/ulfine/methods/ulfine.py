@@ -139,7 +139,9 @@ class ULFineConfig:
     # s_c of the cosine LP head: 1/0.07 (CLIP's temperature, head.scale's default), chosen on the balanced
     # 200-a-class validation split from unused images (higher in each of 3 seeds, +0.87 val class-mean;
     # ulfine-sweep-lp-it2500-bigval.md); LIFT's 25, the default before, is one override away. The 82-image
-    # split held out of the labels could not tell them apart (10 seeds: -0.25 +- 2.27; README)
+    # split held out of the labels could not tell them apart (10 seeds: -0.25 +- 2.27; README).
+    # On the second split (N1 1500, M1 3000, gamma 150) its own validation split prefers 25 (+0.43 +- 0.34,
+    # 3/3; ulfine-sweep-lp-it2500-split2-bigval-lp-scale.md): a per-dataset choice, like head.scale
     lp_scale: float = option(1 / 0.07, range="> 0")
     # PAF geometry: "literal" mixes c^t and c^v directly; "centred" mixes them relative to the mean
     # text / visual prototype, so CLIP's modality gap gives no class-wide bonus (spec section 3)
