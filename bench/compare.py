@@ -209,10 +209,19 @@ def provenance(out: Path, jobs: list[Job]) -> str:
     return "\n".join(f"- `{commit}`: {', '.join(cells)}" for commit, cells in by_commit.items())
 
 
+REBUILD_FLAGS = ("--table-only", "--plot-only", "--report-only", "--dry-run")  # train nothing
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """The command that trains a results file's runs: ``argv`` without the flags that only rebuild
+    the file from finished runs, so a rebuilt file still names how its cells were made."""
+    return shlex.join(["python", f"bench/{script}", *(arg for arg in argv if arg not in REBUILD_FLAGS)])
+
+
 def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: list[Job], trained_by: str) -> str:
     lines = [
         "# Comparison table: MiniCLIP on CIFAR-10-LT", "",
-        f"- command: `{shlex.join(['python', 'bench/compare.py', *argv])}`",
+        f"- command: `{command_line('compare.py', argv)}`",
         f"- commit: `{git_commit()}`",
         f"- date: {now_iso()}",
         f"- machine: {os.cpu_count()} CPUs",

@@ -36,8 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import (  # noqa: E402
-    CELLS, REPO, RESULTS, add_run_arguments, choose, git_commit, is_finished, now_iso, pending, provenance,
-    run_pending,
+    CELLS, REPO, RESULTS, add_run_arguments, choose, command_line, git_commit, is_finished, now_iso, pending,
+    provenance, run_pending,
 )
 
 from ulfine.reports.runfiles import read_records  # noqa: E402
@@ -197,7 +197,7 @@ def _ratio(value: float | None) -> str:
 
 def report(curves: dict[str, list[Point]], summary: dict, argv: list[str], figure: Path, trained_by: str) -> str:
     lines = ["# Accuracy vs. training cost: scratch (WRN-28-2) vs. MiniCLIP strategies, CIFAR-10-LT", "",
-             f"- command: `{shlex.join(['python', 'bench/cost.py', *argv])}`",
+             f"- command: `{command_line('cost.py', argv)}`",
              f"- commit: `{git_commit()}`", f"- date: {now_iso()}", f"- machine: {os.cpu_count()} CPUs",
              f"- figure: `{figure.relative_to(REPO) if figure.is_relative_to(REPO) else figure}`", "",
              "| cell | evaluations | final class-mean top-1 (%) | train FLOPs | train seconds |",

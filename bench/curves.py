@@ -97,7 +97,7 @@ def plot(curves: dict[str, list[list[dict[str, Any]]]], path: Path, title: str) 
 def report(curves: dict[str, list[list[dict[str, Any]]]], argv: list[str], trained_by: str, figure: Path) -> str:
     lines = [
         "# Learning curves: MiniCLIP on CIFAR-10-LT", "",
-        f"- command: `{shlex.join(['python', 'bench/curves.py', *argv])}`",
+        f"- command: `{compare.command_line('curves.py', argv)}`",
         f"- commit: `{compare.git_commit()}`",
         f"- date: {compare.now_iso()}",
         f"- figure: `{figure.name}`; values are means over the finished seeds (count in brackets)", "",

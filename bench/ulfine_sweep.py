@@ -35,7 +35,8 @@ from typing import Any, Callable
 
 import compare
 from compare import (
-    BASE_CONFIG, REPO, RESULTS, Job, add_run_arguments, choose, git_commit, now_iso, plan, provenance, run_pending,
+    BASE_CONFIG, REPO, RESULTS, Job, add_run_arguments, choose, command_line, git_commit, now_iso, plan, provenance,
+    run_pending,
 )
 
 from ulfine.reports.analysis import COMPARE_METRICS, MISSING, format_mean_std, markdown_table, val_class_mean
@@ -150,7 +151,7 @@ def ranked_table(runs: dict[str, dict[int, dict]], cells: dict[str, list[str]], 
 def report(table: str, argv: list[str], failed: list[Job], trained_by: str) -> str:
     lines = [
         "# ULFine options on the validation split", "",
-        f"- command: `{shlex.join(['python', 'bench/ulfine_sweep.py', *argv])}`",
+        f"- command: `{command_line('ulfine_sweep.py', argv)}`",
         f"- commit: `{git_commit()}`",
         f"- date: {now_iso()}",
         f"- machine: {os.cpu_count()} CPUs",

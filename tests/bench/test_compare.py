@@ -72,7 +72,10 @@ def test_table_only_aggregates_finished_seeds(compare, tmp_path: Path, monkeypat
     text = (tmp_path / "results" / "compare-t.md").read_text()
     assert "| fft-acr | 2 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | n/a | n/a | n/a | n/a | 2.00 ± 0.00 |" in text
     assert "| ulfine | 0 | n/a |" in text
-    assert "--table-only" in text and "- commit: `" in text and "CPUs" in text
+    assert "- commit: `" in text and "CPUs" in text
+    # the command line names how the cells are trained, not the rebuild
+    command = f"python bench/compare.py --cells fft-acr,ulfine --settings reversed --out {tmp_path / 'runs'} --tag t"
+    assert f"- command: `{command}`" in text
 
 
 def test_a_failing_cell_does_not_stop_the_others(compare, tmp_path: Path, monkeypatch) -> None:

@@ -228,11 +228,68 @@ def test_content_fingerprint_sees_a_rewrite_that_keeps_size_and_mtime(tiny_clip_
     assert not cache_for(stat_cfg, foundation)[0].built  # the cheap default cannot see this one
 
 
-def test_a_killed_builds_temp_folder_is_removed_by_the_next_build(tiny_clip_dir: Path, tiny_folder: Path,
-                                                                  tmp_path: Path) -> None:
+class Encoding(torch.nn.Module):
+    """Counts the encoder's batches and, like a kill, stops the build at batch ``die_at``."""
+
+    def __init__(self, encoder: torch.nn.Module, die_at: int | None = None) -> None:
+        super().__init__()
+        self.encoder, self.die_at, self.calls = encoder, die_at, 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.die_at:
+            raise KeyboardInterrupt("killed")
+        return self.encoder(images)
+
+
+def test_a_killed_build_resumes_at_its_last_batch_and_equals_a_straight_build(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    common = ("data.eval_batch_size=4",)  # bank 2: two images a batch, so each split has several
+    cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path / "b", *common)
+    foundation = load_foundation(cfg.model)
+    straight, data, encoder = cache_for(lp_config(tiny_clip_dir, tiny_folder, tmp_path / "a", *common), foundation)
+    labeled_batches, unlabeled_batches = -(-len(data.labeled) // 2), -(-len(data.unlabeled) // 2)
+    assert unlabeled_batches >= 3
+    # killed inside the second unlabeled batch, between its weak and its strong views
+    dying = Encoding(encoder, die_at=labeled_batches + 4)
+    with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.WARNING, logger="ulfine.engine.feature_cache"):
+        ensure_cache(cfg, foundation, dying, data, torch.device("cpu"))
+    (partial,) = (tmp_path / "b" / "cache").glob("*.tmp-*")
+    assert "keeps what was encoded" in caplog.text and str(partial) in caplog.text
+    assert json.loads((partial / "progress.json").read_text())["rows"] == {"labeled": len(data.labeled),
+                                                                           "unlabeled": 2}
+    caplog.clear()
+    counting = Encoding(encoder)
+    with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):
+        resumed = ensure_cache(cfg, foundation, counting, data, torch.device("cpu"))
+    assert f"resuming the interrupted build {partial.name}" in caplog.text
+    assert "encoding labeled" not in caplog.text and "from image 2" in caplog.text
+    test_batches = -(-len(data.test) // 4)
+    assert counting.calls == 2 * (unlabeled_batches - 1) + test_batches  # only what was missing
+    assert resumed.built and not list((tmp_path / "b" / "cache").glob("*.tmp-*"))
+    names = sorted(path.name for path in straight.folder.glob("*.npy"))
+    assert names == sorted(path.name for path in resumed.folder.glob("*.npy"))
+    assert not (resumed.folder / "progress.json").exists()
+    for name in names:
+        assert np.load(straight.folder / name).tobytes() == np.load(resumed.folder / name).tobytes(), name
+    assert resumed.folder.name == straight.folder.name
+    assert (resumed.folder / "key.json").read_text() == (straight.folder / "key.json").read_text()
+
+
+def test_temp_folders_nothing_can_resume_are_removed_and_other_settings_partial_builds_kept(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path)
-    stale = tmp_path / "cache" / "imagefolder-0123456789abcdef.tmp-deadbeef"
+    cache = tmp_path / "cache"
+    stale = cache / "imagefolder-0123456789abcdef.tmp-deadbeef"  # no progress record: an older layout
     stale.mkdir(parents=True)
     (stale / "test.image.npy").write_bytes(b"partial")
-    cache_for(cfg, load_foundation(cfg.model))
-    assert not stale.exists() and not list((tmp_path / "cache").glob("*.tmp-*"))
+    other = cache / "imagefolder-fedcba9876543210.tmp-0badf00d"  # another key's build, resumable
+    other.mkdir()
+    (other / "progress.json").write_text(json.dumps({"key": {"seed": 7}, "rows": {"labeled": 2}}))
+    with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):
+        cache_for(cfg, load_foundation(cfg.model))
+    assert not stale.exists() and f"removed {stale}" in caplog.text
+    assert (other / "progress.json").is_file() and f"kept {other}" in caplog.text
+    assert sorted(cache.glob("*.tmp-*")) == [other]

@@ -9,8 +9,15 @@ single eval view of each val/test image. They are stored as memory-mapped ``.npy
 preprocessing, the data fields that pick or change images, the transforms, K, seed, precision,
 the sample indices, and a fingerprint of every image: each file's size and mtime, or with
 ``train.cache_fingerprint=content`` its bytes). A key that differs from the stored one rebuilds
-the cache and logs why; nothing is reused unless the key matches exactly. A build works in a
-locked ``*.tmp-*`` folder; one a killed build left behind is deleted by the next build.
+the cache and logs why; nothing is reused unless the key matches exactly.
+
+A build works in a locked ``*.tmp-*`` folder and records, after every batch, how many images of
+each split are on disk (``progress.json``, with the key). A build that is killed or fails keeps
+that folder, and the next build of the same key resumes it at the last recorded batch: encoding
+a large unlabeled split can take hours, and a killed run loses at most one batch. The resumed
+arrays equal a straight build's, since each image's views are seeded by its position and the
+batches are the same. A partial build of another key is kept for its own resume (logged, with its
+size); a ``*.tmp-*`` folder without a progress record (an older layout) is deleted.
 The eval splits (val, test: one deterministic view) do not depend on the seed, the bank or the
 training splits, so a build links them from a finished cache beside it whose key agrees on
 everything they depend on (`split_key`): a sweep over seeds encodes the 10k test images once.
@@ -40,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ulfine.config import RunConfig, to_dict
@@ -48,7 +55,7 @@ from ulfine.data import LTSSLData
 from ulfine.data.stream import sample_seed
 from ulfine.data.views import Views
 from ulfine.engine.amp import autocast
-from ulfine.engine.runlock import FolderLock, is_locked
+from ulfine.engine.runlock import FolderBusyError, FolderLock, is_locked
 from ulfine.models.foundation import Foundation
 from ulfine.runfolder import feature_cache_dir
 
@@ -181,70 +188,151 @@ class _BankViews(Dataset):
         return item
 
 
+PROGRESS = "progress.json"  # in a build's temp folder: its key and the images encoded per split
+
+
+def _read_progress(tmp: Path) -> dict[str, Any] | None:
+    try:
+        progress = json.loads((tmp / PROGRESS).read_text())
+    except (OSError, ValueError):
+        return None
+    return progress if isinstance(progress, dict) and isinstance(progress.get("rows"), dict) else None
+
+
+def _write_progress(tmp: Path, key: dict[str, Any], rows: dict[str, int]) -> None:
+    """Atomically, so a kill leaves the previous record or this one, never half of one."""
+    part = tmp / f"{PROGRESS}.part"
+    part.write_text(json.dumps({"key": key, "rows": rows}))
+    os.replace(part, tmp / PROGRESS)
+
+
+def _open_array(path: Path, shape: tuple[int, ...], dtype: Any, resume: bool) -> np.ndarray:
+    """A writable memory map of ``path``: the interrupted build's array when resuming, else new."""
+    if resume and path.is_file():
+        array = np.load(path, mmap_mode="r+")
+        if array.shape == shape and array.dtype == np.dtype(dtype):
+            return array
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
 @torch.no_grad()
-def _encode_split(encoder: nn.Module, views: Views, bank: int, folder: Path, split: str,
-                  cfg: RunConfig, device: torch.device) -> None:
-    """Writes ``<split>.<view>.npy`` [N, K, D] plus ``<split>.label.npy`` / ``<split>.index.npy``."""
+def _encode_split(encoder: nn.Module, views: Views, bank: int, tmp: Path, split: str, cfg: RunConfig,
+                  device: torch.device, key: dict[str, Any], rows: dict[str, int]) -> None:
+    """Writes ``<split>.<view>.npy`` [N, K, D] plus ``<split>.label.npy`` / ``<split>.index.npy``,
+    starting at ``rows[split]`` (images already on disk) and recording ``rows`` after each batch."""
+    batch_size = max(1, cfg.data.eval_batch_size // bank)
+    start = rows.get(split, 0)
+    start -= start % batch_size  # on a batch boundary: the same batches as a straight build
     dataset = _BankViews(views, bank, seed=sample_seed(cfg.train.seed, _SPLITS.index(split)))
-    loader = DataLoader(dataset, batch_size=max(1, cfg.data.eval_batch_size // bank),
+    loader = DataLoader(Subset(dataset, range(start, len(views))), batch_size=batch_size,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    resume = start > 0
+    labels = _open_array(tmp / f"{split}.label.npy", (len(views),), np.int64, resume)
+    indices = _open_array(tmp / f"{split}.index.npy", (len(views),), np.int64, resume)
     arrays: dict[str, np.ndarray] = {}
-    labels, indices = np.empty(len(views), np.int64), np.empty(len(views), np.int64)
-    start = 0
-    for batch in tqdm(loader, desc=f"feature cache {split}", leave=False):
+    for batch in tqdm(loader, desc=f"feature cache {split}", initial=start // batch_size,
+                      total=-(-len(views) // batch_size), leave=False):
         count = len(batch["label"])
         for name in views.transforms:
             images = batch[name].flatten(0, 1).to(device, non_blocking=True)  # [b*K, 3, H, W]
             with autocast(device, cfg.train.precision):
                 z = encoder(images).float().view(count, bank, -1).cpu().numpy()
             if name not in arrays:
-                arrays[name] = np.lib.format.open_memmap(
-                    folder / f"{split}.{name}.npy", mode="w+", dtype=STORE_DTYPE, shape=(len(views), bank, z.shape[-1])
-                )
+                arrays[name] = _open_array(tmp / f"{split}.{name}.npy", (len(views), bank, z.shape[-1]),
+                                           STORE_DTYPE, resume)
             arrays[name][start:start + count] = z
         labels[start:start + count], indices[start:start + count] = batch["label"], batch["index"]
         start += count
-    for array in arrays.values():
-        array.flush()
-    np.save(folder / f"{split}.label.npy", labels)
-    np.save(folder / f"{split}.index.npy", indices)
+        for array in (*arrays.values(), labels, indices):
+            array.flush()
+        rows[split] = start
+        _write_progress(tmp, key, rows)
+
+
+def _claim_partial_build(folder: Path, key: dict[str, Any]) -> tuple[Path, FolderLock] | None:
+    """The temp folder (locked) of an interrupted build of this key, or None."""
+    for tmp in sorted(folder.parent.glob(f"{folder.name}.tmp-*")):
+        progress = _read_progress(tmp) if tmp.is_dir() else None
+        if progress is None or progress.get("key") != key:
+            continue
+        try:
+            return tmp, FolderLock(tmp, "feature cache build").acquire()
+        except FolderBusyError:  # a live build holds it
+            continue
+    return None
 
 
 def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module,
            data: LTSSLData, device: torch.device) -> None:
-    """Encode into a private folder, then move it into place (an interrupted build leaves no cache)."""
+    """Encode into a private folder, then move it into place (an interrupted build leaves no cache,
+    only its temp folder, which the next build of this key resumes)."""
+    claimed = _claim_partial_build(folder, key)
+    if claimed is None:
+        tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir(parents=True)
+        lock = FolderLock(tmp, "feature cache build").acquire()  # marks it live for other builders
+        rows: dict[str, int] = {}
+        _write_progress(tmp, key, rows)
+    else:
+        tmp, lock = claimed
+        rows = {split: int(n) for split, n in _read_progress(tmp)["rows"].items()}
+        logger.info("feature cache: resuming the interrupted build %s (images done: %s)", tmp.name,
+                    ", ".join(f"{split} {n}" for split, n in rows.items()) or "none")
     _remove_stale_builds(folder.parent)
-    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    lock = FolderLock(tmp, "feature cache build").acquire()  # marks it live for other builders
     was_training = encoder.training
     encoder.eval()
+    finished = False
     try:
         for split, views in _splits(data).items():
-            source = _link_split(folder.parent, key, split, tmp) if split in _EVAL_SPLITS else None
+            if rows.get(split) == len(views):
+                continue
+            if not rows.get(split):  # nothing of it recorded: start clean (a file there may be a link)
+                for path in _split_files(tmp, split):
+                    path.unlink()
+            linkable = split in _EVAL_SPLITS and not rows.get(split)  # a half-encoded split resumes
+            source = _link_split(folder.parent, key, split, tmp) if linkable else None
             if source is not None:
                 logger.info("feature cache: %s taken from %s (same model, images and view)", split, source.name)
+                rows[split] = len(views)
+                _write_progress(tmp, key, rows)
                 continue
-            logger.info("feature cache: encoding %s (%d images x %d views)", split, len(views), _bank_size(split, cfg))
-            _encode_split(encoder, views, _bank_size(split, cfg), tmp, split, cfg, device)
+            logger.info("feature cache: encoding %s (%d images x %d views%s)", split, len(views),
+                        _bank_size(split, cfg), f", from image {rows[split]}" if rows.get(split) else "")
+            _encode_split(encoder, views, _bank_size(split, cfg), tmp, split, cfg, device, key, rows)
         (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+        finished = True
         if _stale_reason(folder, key) is None:  # another process (DDP rank) finished it first
             return
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
+        (folder / PROGRESS).unlink(missing_ok=True)
+    except BaseException:
+        if not finished:
+            logger.warning("feature cache: build stopped; %s keeps what was encoded (%s), and the next run "
+                           "with the same settings resumes it", tmp,
+                           ", ".join(f"{split} {n}" for split, n in rows.items()) or "nothing yet")
+        raise
     finally:
         encoder.train(was_training)
         lock.release()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if finished:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _remove_stale_builds(root: Path) -> None:
-    """Delete ``*.tmp-*`` folders no live build holds (a build killed with -9 leaves one)."""
-    for stale in root.glob("*.tmp-*"):
-        if stale.is_dir() and not is_locked(stale):
+    """Delete the ``*.tmp-*`` folders that no live build holds and no build can resume (no progress
+    record); keep, and name, those that a build of their own key will resume."""
+    for stale in sorted(root.glob("*.tmp-*")):
+        if not stale.is_dir() or is_locked(stale):
+            continue
+        if _read_progress(stale) is None:
             shutil.rmtree(stale, ignore_errors=True)
             logger.info("feature cache: removed %s, left by an interrupted build", stale)
+        else:
+            size = sum(path.stat().st_size for path in stale.glob("*.npy")) / 2**20
+            logger.info("feature cache: kept %s (%.0f MiB), an interrupted build of other settings that "
+                        "resumes when they run again; delete it to free the space", stale, size)
 
 
 def _wait_for_live_builds(folder: Path, poll_seconds: float) -> bool:
