@@ -242,8 +242,9 @@ class Encoding(torch.nn.Module):
         return self.encoder(images)
 
 
+@pytest.mark.parametrize("damaged", [False, True])
 def test_a_killed_build_resumes_at_its_last_batch_and_equals_a_straight_build(
-    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, damaged: bool
 ) -> None:
     common = ("data.eval_batch_size=4",)  # bank 2: two images a batch, so each split has several
     cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path / "b", *common)
@@ -259,14 +260,18 @@ def test_a_killed_build_resumes_at_its_last_batch_and_equals_a_straight_build(
     assert "keeps what was encoded" in caplog.text and str(partial) in caplog.text
     assert json.loads((partial / "progress.json").read_text())["rows"] == {"labeled": len(data.labeled),
                                                                            "unlabeled": 2}
+    if damaged:  # a recorded array gone: that split starts over, never resumes onto zeros
+        (partial / "unlabeled.strong.npy").unlink()
     caplog.clear()
     counting = Encoding(encoder)
     with caplog.at_level(logging.INFO, logger="ulfine.engine.feature_cache"):
         resumed = ensure_cache(cfg, foundation, counting, data, torch.device("cpu"))
     assert f"resuming the interrupted build {partial.name}" in caplog.text
     assert "encoding labeled" not in caplog.text and "from image 2" in caplog.text
+    assert ("arrays of unlabeled" in caplog.text and "from the start" in caplog.text) == damaged
     test_batches = -(-len(data.test) // 4)
-    assert counting.calls == 2 * (unlabeled_batches - 1) + test_batches  # only what was missing
+    redone = unlabeled_batches if damaged else unlabeled_batches - 1
+    assert counting.calls == 2 * redone + test_batches  # only what was missing
     assert resumed.built and not list((tmp_path / "b" / "cache").glob("*.tmp-*"))
     names = sorted(path.name for path in straight.folder.glob("*.npy"))
     assert names == sorted(path.name for path in resumed.folder.glob("*.npy"))

@@ -208,11 +208,20 @@ def _write_progress(tmp: Path, key: dict[str, Any], rows: dict[str, int]) -> Non
 
 def _open_array(path: Path, shape: tuple[int, ...], dtype: Any, resume: bool) -> np.ndarray:
     """A writable memory map of ``path``: the interrupted build's array when resuming, else new."""
-    if resume and path.is_file():
-        array = np.load(path, mmap_mode="r+")
-        if array.shape == shape and array.dtype == np.dtype(dtype):
-            return array
+    if resume:
+        return np.load(path, mmap_mode="r+")
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _can_resume(tmp: Path, split: str, views: Views, bank: int) -> bool:
+    """Whether every array of ``split`` an interrupted build recorded is there, with its shape."""
+    try:
+        arrays = [np.load(tmp / f"{split}.{name}.npy", mmap_mode="r") for name in (*views.transforms, "label", "index")]
+    except (OSError, ValueError):
+        return False
+    *features, labels, indices = arrays
+    return (all(a.shape[:2] == (len(views), bank) and a.dtype == STORE_DTYPE for a in features)
+            and labels.shape == indices.shape == (len(views),))
 
 
 @torch.no_grad()
@@ -223,6 +232,10 @@ def _encode_split(encoder: nn.Module, views: Views, bank: int, tmp: Path, split:
     batch_size = max(1, cfg.data.eval_batch_size // bank)
     start = rows.get(split, 0)
     start -= start % batch_size  # on a batch boundary: the same batches as a straight build
+    if start and not _can_resume(tmp, split, views, bank):
+        logger.warning("feature cache: the recorded arrays of %s in %s are missing or malformed; encoding %s "
+                       "from the start", split, tmp, split)
+        start = 0
     dataset = _BankViews(views, bank, seed=sample_seed(cfg.train.seed, _SPLITS.index(split)))
     loader = DataLoader(Subset(dataset, range(start, len(views))), batch_size=batch_size,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
