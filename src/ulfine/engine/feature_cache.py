@@ -262,16 +262,21 @@ def _encode_split(encoder: nn.Module, views: Views, bank: int, tmp: Path, split:
         _write_progress(tmp, key, rows)
 
 
-def _claim_partial_build(folder: Path, key: dict[str, Any]) -> tuple[Path, FolderLock] | None:
-    """The temp folder (locked) of an interrupted build of this key, or None."""
+def _done(rows: dict[str, int]) -> str:
+    return ", ".join(f"{split} {count}" for split, count in rows.items()) or "nothing yet"
+
+
+def _claim_partial_build(folder: Path, key: dict[str, Any]) -> tuple[Path, FolderLock, dict[str, int]] | None:
+    """The temp folder (locked) of an interrupted build of this key and its images done per split, or None."""
     for tmp in sorted(folder.parent.glob(f"{folder.name}.tmp-*")):
         progress = _read_progress(tmp) if tmp.is_dir() else None
         if progress is None or progress.get("key") != key:
             continue
         try:
-            return tmp, FolderLock(tmp, "feature cache build").acquire()
+            lock = FolderLock(tmp, "feature cache build").acquire()
         except FolderBusyError:  # a live build holds it
             continue
+        return tmp, lock, {split: int(count) for split, count in progress["rows"].items()}
     return None
 
 
@@ -287,10 +292,8 @@ def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module
         rows: dict[str, int] = {}
         _write_progress(tmp, key, rows)
     else:
-        tmp, lock = claimed
-        rows = {split: int(n) for split, n in _read_progress(tmp)["rows"].items()}
-        logger.info("feature cache: resuming the interrupted build %s (images done: %s)", tmp.name,
-                    ", ".join(f"{split} {n}" for split, n in rows.items()) or "none")
+        tmp, lock, rows = claimed
+        logger.info("feature cache: resuming the interrupted build %s (images done: %s)", tmp.name, _done(rows))
     _remove_stale_builds(folder.parent)
     was_training = encoder.training
     encoder.eval()
@@ -323,8 +326,7 @@ def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module
     except BaseException:
         if not finished:
             logger.warning("feature cache: build stopped; %s keeps what was encoded (%s), and the next run "
-                           "with the same settings resumes it", tmp,
-                           ", ".join(f"{split} {n}" for split, n in rows.items()) or "nothing yet")
+                           "with the same settings resumes it", tmp, _done(rows))
         raise
     finally:
         encoder.train(was_training)
