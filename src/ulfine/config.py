@@ -147,6 +147,10 @@ class DataConfig(Components):
     selection: Literal["first", "shuffle"] = "first"  # which images of a class are taken
     split_seed: int = 0  # seed of the per-class shuffle (selection=shuffle)
     allow_empty_classes: bool = False  # permit classes with zero labeled images
+    # a diagnostic, not a method: the unlabeled images also join the labeled set with their true
+    # labels (the fully supervised bound of the split: what pseudo-labels could at most recover);
+    # head / medium / tail stay those of the protocol's labeled counts
+    oracle_labels: bool = False
     val_per_class: int = option(0, range=">= 0")  # labeled images per class held out as a validation split
     # where validation comes from: labeled = the last V_k of each class's labeled images (at most
     # half; the training set loses them); unused = val_per_class images of each class that the split
@@ -192,7 +196,7 @@ class HeadConfig:
 class MethodConfig(Components):
     """Options every SSL method reads; each method's own ones sit in ``options`` (method.<name>.*)."""
 
-    name: str = "fixmatch"  # supervised | fixmatch | fixmatch_la | acr | ulfine
+    name: str = "fixmatch"  # supervised | supervised_la | fixmatch | fixmatch_la | acr | ulfine
     threshold: float = option(0.95, range="in (0, 1]")  # confidence threshold for pseudo-labels
     lambda_u: float = option(1.0, range=">= 0")  # weight of the unlabeled loss
     la_tau: float = 1.0  # logit-adjustment strength (Menon et al.)

@@ -57,6 +57,29 @@ def test_val_from_unused_images_is_balanced_and_leaves_training_data_as_without_
         build_splits(folder_cfg(tree, val_per_class=3, val_source="unused"))  # a uses 4 + 6 of its 12
 
 
+@pytest.mark.parametrize("contained", [False, True])
+def test_oracle_labels_add_the_unlabeled_images_with_their_labels_and_keep_the_groups(
+    tree: Path, folder_cfg: CfgMaker, contained: bool
+) -> None:
+    plain = build_splits(folder_cfg(tree, labeled_in_unlabeled=contained))
+    oracle = build_splits(folder_cfg(tree, labeled_in_unlabeled=contained, oracle_labels=True))
+    # N = 4, 2, 1 and M = 6, 3, 1: N + M per class, also when the labeled images are inside the unlabeled set
+    assert oracle.labeled_counts == [10, 5, 2]
+    assert sorted(oracle.labeled_indices) == sorted(set(plain.labeled_indices) | set(plain.unlabeled_indices))
+    assert len(set(oracle.labeled_indices)) == len(oracle.labeled_indices)
+    assert np.array_equal(oracle.labeled_indices[: len(plain.labeled_indices)], plain.labeled_indices)
+    assert np.array_equal(oracle.unlabeled_indices, plain.unlabeled_indices)  # methods still get their stream
+    assert oracle.groups == plain.groups  # head / medium / tail of the protocol's long tail
+
+
+def test_oracle_labels_need_labeled_unlabeled_images(
+    tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker
+) -> None:
+    root = tree_factory(tmp_path, {"a": 5, "b": 5}, {"a": 1, "b": 1}, unlabeled=7)
+    with pytest.raises(SplitError, match="oracle_labels=true needs unlabeled images with known labels.*imagefolder"):
+        build_splits(folder_cfg(root, n1=3, gamma_l=3.0, oracle_labels=True))
+
+
 def test_unlabeled_folder_is_used_whole_with_unknown_labels(
     tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker
 ) -> None:

@@ -298,3 +298,20 @@ def test_temp_folders_nothing_can_resume_are_removed_and_other_settings_partial_
     assert not stale.exists() and f"removed {stale}" in caplog.text
     assert (other / "progress.json").is_file() and f"kept {other}" in caplog.text
     assert sorted(cache.glob("*.tmp-*")) == [other]
+
+
+def test_a_method_that_never_reads_the_unlabeled_split_does_not_encode_it(
+    tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
+) -> None:
+    labels_only = Trainer(lp_config(tiny_clip_dir, tiny_folder, tmp_path, "method.name=supervised_la"))
+    assert isinstance(labels_only.data.labeled, FeatureViews) and isinstance(labels_only.data.test, FeatureViews)
+    assert not isinstance(labels_only.data.unlabeled, FeatureViews)  # image views, never streamed
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if (p / "key.json").exists()]
+    assert not list(folder.glob("unlabeled.*")) and list(folder.glob("labeled.*"))
+    assert set(json.loads((folder / "key.json").read_text())["indices"]) == {"labeled", "test"}
+    # the same labeled stream, bank and head as FixMatch+LA with its unlabeled loss switched off
+    semi = Trainer(lp_config(tiny_clip_dir, tiny_folder, tmp_path, "method.name=fixmatch_la", "method.lambda_u=0"))
+    assert isinstance(semi.data.unlabeled, FeatureViews)
+    labels_only.fit()
+    semi.fit()
+    assert_same_state(trained_state(labels_only), trained_state(semi))

@@ -32,3 +32,17 @@ def test_fixmatch_la_predicts_and_pseudo_labels_with_raw_logits(method_context: 
     assert method(z).argmax().item() == 1
     out = method.step(z, torch.tensor([1]), z, z)
     assert out.pseudo.labels.tolist() == [1]
+
+
+def test_supervised_la_is_the_logit_adjusted_labeled_loss_alone(method_context: Callable[..., MethodContext]) -> None:
+    ctx = method_context(num_classes=2, counts=[3, 1])
+    method = build_method(MethodConfig(name="supervised_la", la_tau=2.0), ctx)
+    method.head = FirstDims()
+    assert method.needs_unlabeled is False
+    z = torch.tensor([[0.5, -0.5]])
+    out = method.step(z, torch.tensor([1]), None, None)
+    assert list(out.losses) == ["sup"] and out.pseudo is None
+    # CE([0.5 + 2 log 0.75, -0.5 + 2 log 0.25], target 1)
+    adjusted = torch.tensor([0.5 + 2 * math.log(0.75), -0.5 + 2 * math.log(0.25)])
+    assert math.isclose(out.losses["sup"].item(), -torch.log_softmax(adjusted, 0)[1].item(), rel_tol=1e-5)
+    assert torch.equal(method(z), z)  # predicts with the raw (balanced) logits

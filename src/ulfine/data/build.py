@@ -11,6 +11,7 @@ from ulfine.config import DataConfig
 from ulfine.data.datasets import SourceData, load_source_data
 from ulfine.data.protocol import (
     NATURAL,
+    SplitError,
     check_counts,
     class_order,
     long_tail_counts,
@@ -102,12 +103,16 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
         np.arange(len(data.unlabeled), dtype=np.int64) if data.unlabeled is not None else picked.unlabeled
     )
     hidden = unlabeled_source.targets[unlabeled_indices]
-    labeled_counts = class_counts(targets[picked.labeled], num_classes)
+    protocol_labeled = class_counts(targets[picked.labeled], num_classes)
+    labeled_indices = picked.labeled
+    if cfg.oracle_labels:
+        labeled_indices = with_oracle_labels(cfg, data, picked.labeled, unlabeled_indices)
+    labeled_counts = class_counts(targets[labeled_indices], num_classes)
     return LTSSLSplits(
         class_names=data.class_names,
         source=data,
         unlabeled_source=unlabeled_source,
-        labeled_indices=picked.labeled,
+        labeled_indices=labeled_indices,
         unlabeled_indices=unlabeled_indices,
         val_indices=picked.val,
         labeled_counts=labeled_counts,
@@ -116,8 +121,20 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
         test_counts=class_counts(test_source.targets[test_indices], num_classes),
         test_source=test_source,
         test_indices=test_indices,
-        groups=class_groups(labeled_counts, natural=cfg.distribution == NATURAL),
+        groups=class_groups(protocol_labeled, natural=cfg.distribution == NATURAL),
     )
+
+
+def with_oracle_labels(cfg: DataConfig, data: SourceData, labeled: np.ndarray, unlabeled: np.ndarray) -> np.ndarray:
+    """data.oracle_labels: the labeled indices followed by the unlabeled ones not already labeled
+    (ACR's convention puts the labeled images in the unlabeled set too), all with their true labels."""
+    if data.unlabeled is not None or np.any(data.train.targets[unlabeled] < 0):
+        raise SplitError(
+            f"data.oracle_labels=true needs unlabeled images with known labels, drawn from the training "
+            f"set; data.dataset='{cfg.dataset}' at data.root='{cfg.root}' has a separate unlabeled set "
+            "without labels"
+        )
+    return np.concatenate([labeled, unlabeled[~np.isin(unlabeled, labeled)]]).astype(np.int64)
 
 
 def count_table(splits: LTSSLSplits | LTSSLData) -> str:

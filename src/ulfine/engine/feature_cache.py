@@ -79,8 +79,10 @@ class FeatureCache:
     built: bool  # True when this call (re)built it, False when an existing cache was reused
 
 
-def _splits(data: LTSSLData) -> dict[str, Views]:
-    return {name: getattr(data, name) for name in _SPLITS if getattr(data, name) is not None}
+def _splits(data: LTSSLData, unlabeled: bool = True) -> dict[str, Views]:
+    """The splits to cache; without ``unlabeled`` (a method that never reads it) not that one."""
+    names = _SPLITS if unlabeled else tuple(name for name in _SPLITS if name != "unlabeled")
+    return {name: getattr(data, name) for name in names if getattr(data, name) is not None}
 
 
 def _bank_size(split: str, cfg: RunConfig) -> int:
@@ -92,9 +94,9 @@ def _digest(values: Any) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
-def cache_key(cfg: RunConfig, foundation: Foundation, data: LTSSLData) -> dict[str, Any]:
+def cache_key(cfg: RunConfig, foundation: Foundation, data: LTSSLData, unlabeled: bool = True) -> dict[str, Any]:
     """Everything the cached features depend on, as JSON-ready values."""
-    splits = _splits(data)
+    splits = _splits(data, unlabeled)
     key = {
         "format": CACHE_FORMAT,
         "model": cfg.model.name,
@@ -281,7 +283,7 @@ def _claim_partial_build(folder: Path, key: dict[str, Any]) -> tuple[Path, Folde
 
 
 def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module,
-           data: LTSSLData, device: torch.device) -> None:
+           data: LTSSLData, device: torch.device, unlabeled: bool) -> None:
     """Encode into a private folder, then move it into place (an interrupted build leaves no cache,
     only its temp folder, which the next build of this key resumes)."""
     claimed = _claim_partial_build(folder, key)
@@ -299,7 +301,7 @@ def _build(folder: Path, key: dict[str, Any], cfg: RunConfig, encoder: nn.Module
     encoder.eval()
     finished = False
     try:
-        for split, views in _splits(data).items():
+        for split, views in _splits(data, unlabeled).items():
             if rows.get(split) == len(views):
                 continue
             if not rows.get(split):  # nothing of it recorded: start clean (a file there may be a link)
@@ -363,10 +365,11 @@ def _wait_for_live_builds(folder: Path, poll_seconds: float) -> bool:
 
 
 def ensure_cache(cfg: RunConfig, foundation: Foundation, encoder: nn.Module, data: LTSSLData,
-                 device: torch.device, poll_seconds: float = 5.0) -> FeatureCache:
+                 device: torch.device, poll_seconds: float = 5.0, unlabeled: bool = True) -> FeatureCache:
     """The cache folder for this run's key, built (or rebuilt, logging why) unless it matches;
-    while another process builds the same key, waits for it and reuses its result."""
-    key = cache_key(cfg, foundation, data)
+    while another process builds the same key, waits for it and reuses its result. Without
+    ``unlabeled`` the unlabeled split is neither encoded nor part of the key."""
+    key = cache_key(cfg, foundation, data, unlabeled)
     folder = cache_root(cfg) / f"{cfg.data.dataset}-{_digest(key)[:16]}"
     reason = _stale_reason(folder, key)
     if reason is not None and _wait_for_live_builds(folder, poll_seconds):
@@ -375,7 +378,7 @@ def ensure_cache(cfg: RunConfig, foundation: Foundation, encoder: nn.Module, dat
         logger.info("feature cache: reusing %s", folder)
         return FeatureCache(folder, built=False)
     logger.info("feature cache: building %s (%s)", folder, reason)
-    _build(folder, key, cfg, encoder, data, device)
+    _build(folder, key, cfg, encoder, data, device, unlabeled)
     return FeatureCache(folder, built=True)
 
 
@@ -419,9 +422,11 @@ class FeatureViews(Dataset):
 
 
 def feature_data(cfg: RunConfig, foundation: Foundation, encoder: nn.Module, data: LTSSLData,
-                 device: torch.device) -> LTSSLData:
-    """``data`` with every split served from the feature cache (built here when needed)."""
-    cache = ensure_cache(cfg, foundation, encoder, data, device)
+                 device: torch.device, unlabeled: bool = True) -> LTSSLData:
+    """``data`` with every split served from the feature cache (built here when needed). Without
+    ``unlabeled`` (a method that never reads it, e.g. ``supervised``) that split keeps its image
+    views and is not encoded: it is the largest split of most protocols."""
+    cache = ensure_cache(cfg, foundation, encoder, data, device, unlabeled=unlabeled)
     cached = {split: FeatureViews(cache.folder, split, list(views.transforms))
-              for split, views in _splits(data).items()}
+              for split, views in _splits(data, unlabeled).items()}
     return dataclasses.replace(data, **cached)

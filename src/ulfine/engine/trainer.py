@@ -162,7 +162,8 @@ class Trainer:
         self._check_unlabeled_split()
         if cfg.train.feature_cache and self.learner.encoder.is_frozen and cfg.optim.iterations > 0:
             # frozen encoder: every split is served as cached features, so no step runs the encoder
-            self.data = feature_data(cfg, self.foundation, self.learner.encoder, self.data, self.device)
+            self.data = feature_data(cfg, self.foundation, self.learner.encoder, self.data, self.device,
+                                     unlabeled=self.learner.method.needs_unlabeled)
         common = dict(num_workers=cfg.data.num_workers, rank=dist.rank, world_size=dist.world_size,
                       pin_memory=self.device.type == "cuda")
         self.labeled_stream = make_stream(self.data.labeled, micro, seed=cfg.train.seed, **common)

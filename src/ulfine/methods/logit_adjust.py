@@ -1,7 +1,9 @@
-"""FixMatch + logit adjustment (Sohn et al. 2020; Menon et al., ICLR 2021, eq. 10).
+"""Logit adjustment (Menon et al., ICLR 2021, eq. 10) of a method's labeled loss.
 
     L_s = CE(head(z_l) + tau * log(pi_l), y)       pi_l: labeled class prior, tau = la_tau
-    L_u = FixMatch's, with pseudo-labels from the raw logits head(z^w)
+
+- ``fixmatch_la``: FixMatch's L_u on top, with pseudo-labels from the raw logits head(z^w);
+- ``supervised_la``: the labeled data alone (the long-tailed lower bound of the SSL methods).
 
 Training with the prior added to the logits makes the raw logits approximate the *balanced*
 posterior, so the raw logits are used both for the test prediction and for the pseudo-labels:
@@ -13,14 +15,15 @@ from __future__ import annotations
 from torch import Tensor
 
 from ulfine.config import MethodConfig
-from ulfine.methods.base import METHODS, MethodContext
+from ulfine.methods.base import METHODS, MethodContext, SSLMethod
 from ulfine.methods.fixmatch import FixMatch
 from ulfine.methods.losses import log_prior, logit_adjusted_ce
+from ulfine.methods.supervised import Supervised
 
 
-@METHODS.register("fixmatch_la")
-class FixMatchLA(FixMatch):
-    """FixMatch whose labeled loss is the logit-adjusted CE with the labeled prior."""
+class LogitAdjusted(SSLMethod):
+    """Put first in the bases of a method with a ``supervised_loss(logits, targets)``: that loss
+    becomes the logit-adjusted CE with the labeled prior (a buffer, so checkpoints carry it)."""
 
     def __init__(self, cfg: MethodConfig, ctx: MethodContext) -> None:
         super().__init__(cfg, ctx)
@@ -28,3 +31,13 @@ class FixMatchLA(FixMatch):
 
     def supervised_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         return logit_adjusted_ce(logits, targets, self.log_prior_labeled, self.cfg.la_tau)
+
+
+@METHODS.register("fixmatch_la")
+class FixMatchLA(LogitAdjusted, FixMatch):
+    """FixMatch whose labeled loss is the logit-adjusted CE with the labeled prior."""
+
+
+@METHODS.register("supervised_la")
+class SupervisedLA(LogitAdjusted, Supervised):
+    """The labeled data alone, logit-adjusted; the unlabeled stream is never read."""

@@ -22,7 +22,11 @@ class Supervised(SSLMethod):
     def forward(self, z: Tensor) -> Tensor:
         return self.head(z)
 
+    def supervised_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """L_s; the logit-adjusted variant overrides this."""
+        return cross_entropy(logits, targets)
+
     def step(
         self, z_labeled: Tensor, targets: Tensor, z_weak: Tensor | None, z_strong: Tensor | None
     ) -> StepOutput:
-        return StepOutput(losses={"sup": cross_entropy(self.head(z_labeled), targets)})
+        return StepOutput(losses={"sup": self.supervised_loss(self.head(z_labeled), targets)})
