@@ -72,6 +72,15 @@ def test_oracle_labels_add_the_unlabeled_images_with_their_labels_and_keep_the_g
     assert oracle.groups == plain.groups  # head / medium / tail of the protocol's long tail
 
 
+def test_oracle_labels_never_add_validation_images(tree: Path, folder_cfg: CfgMaker) -> None:
+    # ACR's convention: the unlabeled set (first N_k + M_k) holds the held-out validation images too
+    plain = build_splits(folder_cfg(tree, labeled_in_unlabeled=True, val_per_class=2))
+    oracle = build_splits(folder_cfg(tree, labeled_in_unlabeled=True, val_per_class=2, oracle_labels=True))
+    assert set(plain.val_indices) <= set(plain.unlabeled_indices) and len(plain.val_indices) == 3
+    assert not set(oracle.val_indices) & set(oracle.labeled_indices)
+    assert oracle.labeled_counts == [8, 4, 2]  # N_k + M_k = 10, 5, 2 less V_k = 2, 1, 0
+
+
 def test_oracle_labels_need_labeled_unlabeled_images(
     tmp_path: Path, folder_cfg: CfgMaker, tree_factory: TreeMaker
 ) -> None:

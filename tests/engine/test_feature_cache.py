@@ -109,15 +109,25 @@ def test_a_second_process_waits_for_a_live_build_of_the_same_key_and_reuses_it(
 def test_a_data_field_added_later_leaves_the_key_unchanged_at_its_old_behaviour(
     tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:
-    """Caches built before data.val_source existed stay valid; val_source=unused changes the key."""
+    """Caches built before data.val_source / data.oracle_labels existed stay valid; a new data.*
+    field that is not listed in _ADDED_LATER (or _LOADER_ONLY) would invalidate every cache."""
     foundation = load_foundation(lp_config(tiny_clip_dir, tiny_folder, tmp_path).model)
 
     def key(*overrides: str) -> dict:
         cfg = lp_config(tiny_clip_dir, tiny_folder, tmp_path, "data.val_per_class=1", *overrides)
         return cache_key(cfg, foundation, build_ltssl_data(cfg.data, foundation.preprocess_cfg))
 
-    assert "val_source" not in key()["data"]
+    assert set(key()["data"]) == FORMAT_1_DATA_FIELDS
     assert key("data.val_source=unused")["data"]["val_source"] == "unused"
+    assert key("data.oracle_labels=true")["data"]["oracle_labels"] is True
+
+
+# the data.* fields in the key of CACHE_FORMAT 1 caches
+FORMAT_1_DATA_FIELDS = {
+    "allow_empty_classes", "bad_images", "class_names", "cutout", "cutout_side", "dataset", "distribution",
+    "download", "gamma_l", "gamma_u", "labeled_in_unlabeled", "m1", "max_image_pixels", "n1", "randaugment_m",
+    "randaugment_n", "root", "selection", "split_seed", "strong", "test_holdout", "val_per_class",
+}
 
 
 def test_cached_items_are_the_encoded_views(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:

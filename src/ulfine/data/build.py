@@ -106,7 +106,7 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
     protocol_labeled = class_counts(targets[picked.labeled], num_classes)
     labeled_indices = picked.labeled
     if cfg.oracle_labels:
-        labeled_indices = with_oracle_labels(cfg, data, picked.labeled, unlabeled_indices)
+        labeled_indices = with_oracle_labels(cfg, data, picked.labeled, unlabeled_indices, picked.val)
     labeled_counts = class_counts(targets[labeled_indices], num_classes)
     return LTSSLSplits(
         class_names=data.class_names,
@@ -125,16 +125,19 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
     )
 
 
-def with_oracle_labels(cfg: DataConfig, data: SourceData, labeled: np.ndarray, unlabeled: np.ndarray) -> np.ndarray:
-    """data.oracle_labels: the labeled indices followed by the unlabeled ones not already labeled
-    (ACR's convention puts the labeled images in the unlabeled set too), all with their true labels."""
+def with_oracle_labels(cfg: DataConfig, data: SourceData, labeled: np.ndarray, unlabeled: np.ndarray,
+                       val: np.ndarray) -> np.ndarray:
+    """data.oracle_labels: the labeled indices followed by the unlabeled ones neither labeled nor
+    held out for validation (ACR's convention puts both in the unlabeled set too), all with their
+    true labels."""
     if data.unlabeled is not None or np.any(data.train.targets[unlabeled] < 0):
         raise SplitError(
             f"data.oracle_labels=true needs unlabeled images with known labels, drawn from the training "
             f"set; data.dataset='{cfg.dataset}' at data.root='{cfg.root}' has a separate unlabeled set "
             "without labels"
         )
-    return np.concatenate([labeled, unlabeled[~np.isin(unlabeled, labeled)]]).astype(np.int64)
+    added = unlabeled[~np.isin(unlabeled, np.concatenate([labeled, val]))]
+    return np.concatenate([labeled, added]).astype(np.int64)
 
 
 def count_table(splits: LTSSLSplits | LTSSLData) -> str:

@@ -67,7 +67,7 @@ _LOADER_ONLY = ("batch_size", "uratio", "eval_batch_size", "num_workers")  # do 
 # data fields added after CACHE_FORMAT 1, left out of the key at the value that reproduces the
 # earlier behaviour, so caches built before they existed stay valid (what they select is pinned
 # by the split's indices anyway)
-_ADDED_LATER = {"val_source": "labeled"}
+_ADDED_LATER = {"val_source": "labeled", "oracle_labels": False}
 _SPLITS = ("labeled", "unlabeled", "val", "test")
 _EVAL_SPLITS = ("val", "test")  # one deterministic view each: shareable between caches
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
