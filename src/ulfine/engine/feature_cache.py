@@ -2,8 +2,9 @@
 
 When the encoder is frozen (strategy lp), a training step only needs the features z of its
 views. `ensure_cache` encodes a bank of ``train.feature_bank`` (K) augmentations of each image:
-K weak views of each labeled image, K weak and K strong views of each unlabeled image, and the
-single eval view of each val/test image. They are stored as memory-mapped ``.npy`` arrays
+K weak views of each labeled image, K weak and K strong views of each unlabeled image (none for a
+method that never reads the unlabeled split, e.g. ``supervised``), and the single eval view of
+each val/test image. They are stored as memory-mapped ``.npy`` arrays
 ``[N, K, D]`` (float16; z is unit-norm) in ``<cache_dir>/<dataset>-<key digest>/``, next to a
 ``key.json`` that records everything the features depend on (model weights hash, model name,
 preprocessing, the data fields that pick or change images, the transforms, K, seed, precision,
