@@ -106,6 +106,14 @@ def test_a_second_process_waits_for_a_live_build_of_the_same_key_and_reuses_it(
     assert not again.built and again.folder == folder
 
 
+# the data.* fields in the key of CACHE_FORMAT 1 caches
+FORMAT_1_DATA_FIELDS = {
+    "allow_empty_classes", "bad_images", "class_names", "cutout", "cutout_side", "dataset", "distribution",
+    "download", "gamma_l", "gamma_u", "labeled_in_unlabeled", "m1", "max_image_pixels", "n1", "randaugment_m",
+    "randaugment_n", "root", "selection", "split_seed", "strong", "test_holdout", "val_per_class",
+}
+
+
 def test_a_data_field_added_later_leaves_the_key_unchanged_at_its_old_behaviour(
     tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path
 ) -> None:
@@ -120,14 +128,6 @@ def test_a_data_field_added_later_leaves_the_key_unchanged_at_its_old_behaviour(
     assert set(key()["data"]) == FORMAT_1_DATA_FIELDS
     assert key("data.val_source=unused")["data"]["val_source"] == "unused"
     assert key("data.oracle_labels=true")["data"]["oracle_labels"] is True
-
-
-# the data.* fields in the key of CACHE_FORMAT 1 caches
-FORMAT_1_DATA_FIELDS = {
-    "allow_empty_classes", "bad_images", "class_names", "cutout", "cutout_side", "dataset", "distribution",
-    "download", "gamma_l", "gamma_u", "labeled_in_unlabeled", "m1", "max_image_pixels", "n1", "randaugment_m",
-    "randaugment_n", "root", "selection", "split_seed", "strong", "test_holdout", "val_per_class",
-}
 
 
 def test_cached_items_are_the_encoded_views(tiny_clip_dir: Path, tiny_folder: Path, tmp_path: Path) -> None:

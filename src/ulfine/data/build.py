@@ -103,10 +103,13 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
         np.arange(len(data.unlabeled), dtype=np.int64) if data.unlabeled is not None else picked.unlabeled
     )
     hidden = unlabeled_source.targets[unlabeled_indices]
+    unlabeled_counts = None if np.any(hidden < 0) else class_counts(hidden, num_classes)
     protocol_labeled = class_counts(targets[picked.labeled], num_classes)
     labeled_indices = picked.labeled
     if cfg.oracle_labels:
-        labeled_indices = with_oracle_labels(cfg, data, picked.labeled, unlabeled_indices, picked.val)
+        # the unlabeled indices point into the training set only when there is no separate unlabeled set
+        known = data.unlabeled is None and unlabeled_counts is not None
+        labeled_indices = with_oracle_labels(cfg, picked.labeled, unlabeled_indices, picked.val, known)
     labeled_counts = class_counts(targets[labeled_indices], num_classes)
     return LTSSLSplits(
         class_names=data.class_names,
@@ -116,7 +119,7 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
         unlabeled_indices=unlabeled_indices,
         val_indices=picked.val,
         labeled_counts=labeled_counts,
-        unlabeled_counts=None if np.any(hidden < 0) else class_counts(hidden, num_classes),
+        unlabeled_counts=unlabeled_counts,
         val_counts=val_counts,
         test_counts=class_counts(test_source.targets[test_indices], num_classes),
         test_source=test_source,
@@ -125,12 +128,12 @@ def build_splits(cfg: DataConfig) -> LTSSLSplits:
     )
 
 
-def with_oracle_labels(cfg: DataConfig, data: SourceData, labeled: np.ndarray, unlabeled: np.ndarray,
-                       val: np.ndarray) -> np.ndarray:
+def with_oracle_labels(cfg: DataConfig, labeled: np.ndarray, unlabeled: np.ndarray, val: np.ndarray,
+                       known: bool) -> np.ndarray:
     """data.oracle_labels: the labeled indices followed by the unlabeled ones neither labeled nor
     held out for validation (ACR's convention puts both in the unlabeled set too), all with their
-    true labels."""
-    if data.unlabeled is not None or np.any(data.train.targets[unlabeled] < 0):
+    true labels. ``known``: the unlabeled images are training images with known labels."""
+    if not known:
         raise SplitError(
             f"data.oracle_labels=true needs unlabeled images with known labels, drawn from the training "
             f"set; data.dataset='{cfg.dataset}' at data.root='{cfg.root}' has a separate unlabeled set "
