@@ -32,7 +32,7 @@ from typing import Callable, Mapping
 import yaml
 
 import ulfine
-from ulfine.reports.analysis import comparison_table
+from ulfine.reports.analysis import comparison_table, per_seed_table
 from ulfine.reports.runfiles import read_final_metrics
 from ulfine.runfolder import RunFolder
 
@@ -158,12 +158,6 @@ def collect_by_seed(out: Path, settings: list[str], cells: list[str],
     return results
 
 
-def collect(out: Path, settings: list[str], cells: list[str], seeds: list[int]) -> dict[str, dict[str, list[dict]]]:
-    """setting -> cell -> metrics.json contents of its finished seeds."""
-    return {setting: {cell: list(runs.values()) for cell, runs in by_cell.items()}
-            for setting, by_cell in collect_by_seed(out, settings, cells, seeds).items()}
-
-
 def git_commit(repo: Path = REPO) -> str:
     """HEAD's hash, with '-dirty' when tracked files other than the results differ from it.
 
@@ -218,7 +212,9 @@ def command_line(script: str, argv: list[str]) -> str:
     return shlex.join(["python", f"bench/{script}", *(arg for arg in argv if arg not in REBUILD_FLAGS)])
 
 
-def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: list[Job], trained_by: str) -> str:
+def report(results: dict[str, dict[str, dict[int, dict]]], argv: list[str], failed: list[Job], trained_by: str) -> str:
+    """The results file: per setting the mean ± std table, then each run's own values, then
+    which commit trained each cell (``results``: collect_by_seed's)."""
     lines = [
         "# Comparison table: MiniCLIP on CIFAR-10-LT", "",
         f"- command: `{command_line('compare.py', argv)}`",
@@ -232,8 +228,12 @@ def report(results: dict[str, dict[str, list[dict]]], argv: list[str], failed: l
     ]
     if failed:
         lines += [f"- failed this time: {', '.join(f'{j.setting}/{j.cell}/s{j.seed}' for j in failed)}", ""]
-    for setting, table in results.items():
+    for setting, by_cell in results.items():
+        table = {cell: list(runs.values()) for cell, runs in by_cell.items()}
         lines += [f"## {setting} unlabeled data", "", comparison_table(table), ""]
+    lines += ["## Each seed's values", "", "The same columns for each finished run.", ""]
+    for setting, by_cell in results.items():
+        lines += [f"### {setting}", "", per_seed_table(by_cell), ""]
     lines += ["## Which commit trained each cell", "",
               "From each run folder's `provenance.jsonl` (a cell resumed under another commit is listed under both);",
               "the train time column is wall clock and depends on what else the machine ran.", "",
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     failed, interrupted = run_pending(todo, out, lambda job: job.command(out, config, args.iterations, args.extra))
     path = RESULTS / f"compare-{args.tag or out.name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report(collect(out, settings, cells, seeds), argv, failed, provenance(out, jobs)))
+    path.write_text(report(collect_by_seed(out, settings, cells, seeds), argv, failed, provenance(out, jobs)))
     logger.info("wrote %s", path)
     return 130 if interrupted else 1 if failed else 0
 

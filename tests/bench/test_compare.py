@@ -72,6 +72,10 @@ def test_table_only_aggregates_finished_seeds(compare, tmp_path: Path, monkeypat
     text = (tmp_path / "results" / "compare-t.md").read_text()
     assert "| fft-acr | 2 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | 72.00 ± 2.83 | n/a | n/a | n/a | n/a | 2.00 ± 0.00 |" in text
     assert "| ulfine | 0 | n/a |" in text
+    # each seed's own values are kept beside the mean, so the table can be pooled later
+    assert "| fft-acr | 0 | 70.00 | 70.00 | 70.00 | 70.00 | n/a | n/a | n/a | n/a | 2.00 |" in text
+    assert "| fft-acr | 1 | 74.00 | 74.00 | 74.00 | 74.00 | n/a | n/a | n/a | n/a | 2.00 |" in text
+    assert "| ulfine |" not in text.split("## Each seed's values")[1]
     assert "- commit: `" in text and "CPUs" in text
     # the command line names how the cells are trained, not the rebuild
     command = f"python bench/compare.py --cells fft-acr,ulfine --settings reversed --out {tmp_path / 'runs'} --tag t"

@@ -12,7 +12,7 @@ from ulfine.cli import main
 from ulfine.config import load_config
 from ulfine.methods.base import METHODS, MethodContext, build_method
 from ulfine.methods.ulfine import ULFineConfig
-from ulfine.reports.analysis import comparison_table, load_run, mean_std, run_label, write_analysis
+from ulfine.reports.analysis import comparison_table, load_run, mean_std, per_seed_table, run_label, write_analysis
 
 CLASSES = ["cat", "dog", "ship"]
 
@@ -174,6 +174,17 @@ def test_comparison_table_shows_validation_only_when_held_out() -> None:
     assert _table_row(table, "lp-fixmatch-la")[1:4] == ["2", "52.00 ± 2.83", "41.00 ± 1.41"]
     assert _table_row(table, "zeroshot")[1:4] == ["1", "n/a", "30.00"]
     assert "val class-mean" not in comparison_table({"zeroshot": [{"top1": 30.0}]})
+
+
+def test_per_seed_table_lists_each_run_in_seed_order() -> None:
+    runs = {"lp-fixmatch": {1: {"top1": 74.0, "val": {"class_mean": 54.0}}, 0: {"top1": 70.0, "tail": 50.0}},
+            "fft-acr": {}}
+    table = per_seed_table(runs)
+    assert table.splitlines()[0].startswith("| cell | seed | val class-mean | top1 | head |")
+    assert _table_row(table, "lp-fixmatch")[1:6] == ["0", "n/a", "70.00", "n/a", "n/a"]
+    rows = [line for line in table.splitlines() if line.startswith("| lp-fixmatch |")]
+    assert [row.split(" | ")[1:4] for row in rows] == [["0", "n/a", "70.00"], ["1", "54.00", "74.00"]]
+    assert "fft-acr" not in table  # a cell without a finished seed has no row
 
 
 def test_method_diagnostics_come_from_metrics_json(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import yaml
@@ -384,13 +384,18 @@ def val_class_mean(metrics: dict[str, Any]) -> float | None:
     return (metrics.get("val") or {}).get("class_mean")
 
 
+def _compare_columns(runs: Iterable[dict[str, Any]]) -> dict[str, Callable[[dict[str, Any]], float | None]]:
+    """COMPARE_METRICS, preceded by the validation class-mean when any run held out a
+    validation split (what a setting is chosen on)."""
+    if any(val_class_mean(m) is not None for m in runs):
+        return {"val class-mean": val_class_mean, **COMPARE_METRICS}
+    return dict(COMPARE_METRICS)
+
+
 def comparison_table(results: dict[str, Sequence[dict[str, Any]]]) -> str:
     """Rows = cells in the given order, each with its finished seeds' metrics.json contents;
-    columns = number of seeds, then mean ± std of each COMPARE_METRICS entry, preceded by the
-    validation class-mean when any run held out a validation split (what a setting is chosen on)."""
-    columns = dict(COMPARE_METRICS)
-    if any(val_class_mean(m) is not None for metrics in results.values() for m in metrics):
-        columns = {"val class-mean": val_class_mean, **columns}
+    columns = number of seeds, then mean ± std of each column of ``_compare_columns``."""
+    columns = _compare_columns(m for metrics in results.values() for m in metrics)
     rows = []
     for cell, metrics in results.items():
         row = [cell, str(len(metrics))]
@@ -398,3 +403,12 @@ def comparison_table(results: dict[str, Sequence[dict[str, Any]]]) -> str:
             row.append(format_mean_std([v for v in map(value_of, metrics) if v is not None]))
         rows.append(row)
     return markdown_table(["cell", "seeds", *columns], rows)
+
+
+def per_seed_table(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """One row per (cell, seed) with the comparison table's columns: a results file keeps each
+    run's own values, so a table can be pooled with later seeds after its run folders are gone."""
+    columns = _compare_columns(m for by_seed in results.values() for m in by_seed.values())
+    rows = [[cell, str(seed), *(format_value(value_of(metrics)) for value_of in columns.values())]
+            for cell, by_seed in results.items() for seed, metrics in sorted(by_seed.items())]
+    return markdown_table(["cell", "seed", *columns], rows)
